@@ -1,0 +1,88 @@
+"""Command line: a thin layer over the library. `sicref <command> --help` for each."""
+
+import argparse
+import sys
+
+from .checkpoint import CheckpointError
+from .config import DEFAULT_PRESET, ConfigError, load_config, preset, replace
+
+
+def config_from_args(args):
+    """--preset / --config plus --steps / --seed overrides, validated."""
+    if getattr(args, "config", None):
+        cfg = load_config(args.config)
+    else:
+        cfg = preset(args.preset or DEFAULT_PRESET)
+    changes = {}
+    if getattr(args, "steps", None) is not None:
+        changes["steps"] = args.steps
+    if getattr(args, "seed", None) is not None:
+        changes["seed"] = args.seed
+    return replace(cfg, train=changes) if changes else cfg
+
+
+def add_config_args(p):
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--preset", help=f"named preset (default {DEFAULT_PRESET!r})")
+    group.add_argument("--config", metavar="FILE.json", help="config file")
+
+
+def cmd_train(args):
+    from .train import train
+
+    if args.resume and not (args.preset or args.config):
+        from .checkpoint import load_checkpoint
+
+        cfg = load_checkpoint(args.resume)["config"]
+        if args.steps is not None:
+            cfg = replace(cfg, train={"steps": args.steps})
+    else:
+        cfg = config_from_args(args)
+    train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    print(f"done: {args.out}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="sicref", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a SIC network into a run directory")
+    add_config_args(p)
+    p.add_argument("--steps", type=int, help="total gradient steps")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--resume", metavar="CKPT", help="checkpoint or run dir to continue")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run directory")
+    p.set_defaults(func=cmd_train)
+
+    for register in _optional_commands():
+        register(sub)
+    return parser
+
+
+def _optional_commands():
+    """Command groups that live beside their library modules."""
+    registers = []
+    for module, name in (("interchange", "add_interchange_commands"),
+                         ("evaluate", "add_evaluate_commands"),
+                         ("run", "add_run_commands")):
+        try:
+            mod = __import__(f"sicref.{module}", fromlist=[name])
+        except ImportError:
+            continue
+        if hasattr(mod, name):
+            registers.append(getattr(mod, name))
+    return registers
+
+
+def main(argv=None):
+    from .train import TrainingError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError, TrainingError, ValueError) as e:
+        print(f"sicref {args.command}: error: {e}", file=sys.stderr)
+        return 2

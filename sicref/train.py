@@ -1,0 +1,180 @@
+"""Training: the SIC objective of one batch, one optimiser step, and the run loop.
+
+A run directory holds config.json, metrics.jsonl and checkpoints/step_<k>.npz plus
+checkpoints/latest.npz. Resuming from a checkpoint gives bit-identical results to a
+run that never stopped: the checkpoint carries parameters, AdamW moments, the
+plateau state and the data generator's state.
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+from autograd import value_and_grad
+from autograd.tracer import getval
+
+from . import checkpoint as ckpt
+from .config import save_config, validate
+from .data import sample_batch
+from .losses import PARTS, sic_loss
+from .model import init_params, rollout_permuted
+from .optim import (adamw_init, adamw_update, all_finite, clip_by_global_norm,
+                    mean_of_grads, plateau_init, plateau_update)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss or gradient, unusable run directory)."""
+
+
+def batch_objective(params, batch, cfg, parts_out=None):
+    """SPEC §3-§4: total SIC loss of one batch; the parts' values go to parts_out."""
+    g0, states = rollout_permuted(params, batch.base, batch.perm, cfg.model.norm_eps)
+    total, parts = sic_loss(states, batch.positions, cfg.loss, batch.velocities, g0)
+    if parts_out is not None:
+        parts_out.update({k: float(getval(v)) for k, v in parts.items()})
+        parts_out["total"] = float(getval(total))
+    return total
+
+
+def loss_and_grad(params, batch, cfg):
+    """Returns (values dict with each part and total, gradient dict)."""
+    values = {}
+    _, grads = value_and_grad(batch_objective)(params, batch, cfg, values)
+    return values, grads
+
+
+def train_step(params, opt_state, plateau, rng, cfg, step):
+    """SPEC §5: accumulate k batches, clip, AdamW, plateau. Raises TrainingError on
+    a non-finite loss or gradient (parameters are then left unchanged)."""
+    d, o = cfg.data, cfg.optim
+    grads_list, values_list = [], []
+    for _ in range(o.accumulation):
+        batch = sample_batch(rng, d.batch_size, d.seq_len, d.vmax, d.mode)
+        values, grads = loss_and_grad(params, batch, cfg)
+        if not (np.isfinite(values["total"]) and all_finite(grads)):
+            bad = [k for k, v in values.items() if not np.isfinite(v)]
+            bad += [f"grad[{k}]" for k, g in grads.items() if not np.all(np.isfinite(g))]
+            raise TrainingError(f"non-finite values at step {step}: {', '.join(bad)}")
+        grads_list.append(grads)
+        values_list.append(values)
+    grads = mean_of_grads(grads_list)
+    grads, grad_norm = clip_by_global_norm(grads, o.clip_norm)
+    params, opt_state = adamw_update(params, grads, opt_state, plateau["lr"], o.beta1,
+                                     o.beta2, o.eps, o.weight_decay)
+    values = {k: float(np.mean([v[k] for v in values_list])) for k in values_list[0]}
+    lr_used = plateau["lr"]
+    plateau = plateau_update(plateau, values["total"], o.plateau_factor,
+                             o.plateau_patience, o.plateau_window, o.plateau_threshold,
+                             o.min_lr)
+    values.update(lr=lr_used, grad_norm=grad_norm)
+    return params, opt_state, plateau, values
+
+
+# -- run directory -----------------------------------------------------------------------
+
+def prepare_run_dir(out, overwrite=False):
+    """Create out; refuse a non-empty one unless overwrite is set and it is a run dir."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TrainingError(f"--out {out} exists and is not a directory")
+    if os.path.isdir(out) and os.listdir(out):
+        if not overwrite:
+            raise TrainingError(f"run directory {out} is not empty; pass --resume "
+                                f"{out}/checkpoints/latest.npz to continue it or "
+                                f"--overwrite to replace it")
+        if not os.path.exists(os.path.join(out, "config.json")):
+            raise TrainingError(f"refusing to overwrite {out}: it is not a sicref run "
+                                f"directory (no config.json)")
+        shutil.rmtree(out)
+    os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
+
+
+def _truncate_metrics(path, last_step):
+    """On resume, drop log lines written after the checkpoint we resume from."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= last_step]
+    ckpt.atomic_write_text(path, "".join(lines))
+
+
+def _format_eta(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def progress_line(step, total_steps, values, rate):
+    eta = (total_steps - step) / rate if rate > 0 else float("nan")
+    parts = " ".join(f"{k[:3]} {values[k]:.4g}" for k in PARTS)
+    return (f"step {step}/{total_steps} | total {values['total']:.5g} | {parts} | "
+            f"lr {values['lr']:.2e} | {rate:.1f} steps/s | ETA {_format_eta(eta)}")
+
+
+def train(cfg, out, resume=None, overwrite=False, log=None):
+    """Train cfg into run directory out; returns the final params.
+
+    resume: a checkpoint (or run directory) to continue from; its config must equal
+    cfg except for train.steps. log: a callable taking a progress line (default: print
+    to stderr).
+    """
+    validate(cfg)
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    metrics_path = os.path.join(out, "metrics.jsonl")
+    ckpt_dir = os.path.join(out, "checkpoints")
+    if resume is not None:
+        state = ckpt.load_checkpoint(resume)
+        _check_resumable(state["config"], cfg, resume)
+        params, opt_state, plateau = state["params"], state["opt_state"], state["plateau"]
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = state["rng_state"]
+        start = state["step"]
+        os.makedirs(ckpt_dir, exist_ok=True)
+        _truncate_metrics(metrics_path, start)
+        last_good = ckpt.resolve_checkpoint(resume)
+    else:
+        prepare_run_dir(out, overwrite)
+        rng = np.random.default_rng(cfg.train.seed)
+        params = init_params(rng, cfg.model.n_units, cfg.model.hidden, cfg.model.n_layers)
+        opt_state, plateau = adamw_init(params), plateau_init(cfg.optim.lr)
+        start, last_good = 0, None
+    save_config(cfg, os.path.join(out, "config.json"))
+
+    def save(step):
+        path = os.path.join(ckpt_dir, f"step_{step}.npz")
+        args = (step, params, opt_state, plateau, rng.bit_generator.state, cfg)
+        ckpt.save_checkpoint(path, *args)
+        ckpt.save_checkpoint(os.path.join(ckpt_dir, "latest.npz"), *args)
+        return path
+
+    t0, steps_done = time.perf_counter(), 0
+    total_steps = cfg.train.steps
+    with open(metrics_path, "a") as metrics:
+        for step in range(start + 1, total_steps + 1):
+            try:
+                params, opt_state, plateau, values = train_step(
+                    params, opt_state, plateau, rng, cfg, step)
+            except TrainingError as e:
+                where = last_good or "none (no checkpoint written yet)"
+                raise TrainingError(f"{e}; training stopped. Last good checkpoint: "
+                                    f"{where}") from None
+            steps_done += 1
+            if step % cfg.train.log_every == 0 or step == total_steps:
+                elapsed = time.perf_counter() - t0
+                record = {"step": step, **values, "seconds": elapsed}
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                log(progress_line(step, total_steps, values, steps_done / elapsed))
+            if step % cfg.train.checkpoint_every == 0 or step == total_steps:
+                last_good = save(step)
+    return params
+
+
+def _check_resumable(stored, cfg, path):
+    from dataclasses import replace
+
+    if replace(stored, train=replace(stored.train, steps=cfg.train.steps)) != cfg:
+        raise TrainingError(f"checkpoint {path} was written with a different config; "
+                            f"resume with the run's own config.json (only train.steps "
+                            f"may change)")

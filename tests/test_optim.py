@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from sicref.optim import (adamw_init, adamw_update, clip_by_global_norm, global_norm,
+                          mean_of_grads, plateau_init, plateau_update)
+
+
+def test_first_adamw_step_equals_the_closed_form():
+    # after one step m_hat = g and v_hat = g^2, so the update is lr * g / (|g| + eps)
+    p = {"w": np.array([1.0, -2.0, 0.5])}
+    g = {"w": np.array([0.3, -0.001, 0.0])}
+    new, state = adamw_update(p, g, adamw_init(p), lr=0.1, eps=1e-8)
+    expected = p["w"] - 0.1 * g["w"] / (np.abs(g["w"]) + 1e-8)
+    np.testing.assert_allclose(new["w"], expected, rtol=1e-12)
+    assert state["t"] == 1
+
+
+def test_weight_decay_is_decoupled():
+    # with zero gradient, AdamW shrinks p by lr * wd * p exactly (no moment scaling)
+    p = {"w": np.array([2.0, -4.0])}
+    g = {"w": np.zeros(2)}
+    new, _ = adamw_update(p, g, adamw_init(p), lr=0.1, weight_decay=0.5)
+    np.testing.assert_allclose(new["w"], p["w"] * (1 - 0.1 * 0.5))
+
+
+def test_adamw_decreases_a_quadratic():
+    target = np.array([3.0, -1.0, 0.5])
+    p = {"w": np.zeros(3)}
+    state = adamw_init(p)
+    for _ in range(500):
+        p, state = adamw_update(p, {"w": 2 * (p["w"] - target)}, state, lr=0.05)
+    assert np.sum((p["w"] - target) ** 2) < 1e-3
+
+
+def test_global_norm_after_clipping_equals_the_bound():
+    g = {"a": np.array([3.0, 4.0]), "b": np.array([[12.0]])}
+    assert global_norm(g) == pytest.approx(13.0)
+    clipped, norm = clip_by_global_norm(g, 1.3)
+    assert norm == pytest.approx(13.0)
+    assert global_norm(clipped) == pytest.approx(1.3, rel=1e-14)
+    np.testing.assert_allclose(clipped["a"], [0.3, 0.4])
+
+
+def test_clipping_leaves_small_gradients_alone():
+    g = {"a": np.array([0.1, 0.2])}
+    assert clip_by_global_norm(g, 1.0)[0] is g
+    assert clip_by_global_norm(g, 0.0)[0] is g
+
+
+def test_accumulation_is_the_mean():
+    out = mean_of_grads([{"a": np.array([1.0, 3.0])}, {"a": np.array([3.0, 5.0])}])
+    np.testing.assert_allclose(out["a"], [2.0, 4.0])
+
+
+def test_plateau_reduces_lr_after_patience_windows_without_improvement():
+    kw = dict(factor=0.5, patience=2, window=3, threshold=1e-4, min_lr=1e-4)
+    s = plateau_init(1e-2)
+    for _ in range(3):
+        s = plateau_update(s, 1.0, **kw)  # first window sets best = 1.0
+    assert s["best"] == 1.0 and s["lr"] == 1e-2
+    for _ in range(6):
+        s = plateau_update(s, 1.0, **kw)  # two bad windows: still within patience
+    assert s["lr"] == 1e-2
+    for _ in range(3):
+        s = plateau_update(s, 1.0, **kw)  # third bad window: reduce
+    assert s["lr"] == pytest.approx(5e-3)
+    for _ in range(3):
+        s = plateau_update(s, 0.5, **kw)  # improvement resets the count
+    assert s["best"] == 0.5 and s["bad_windows"] == 0
+
+
+def test_plateau_respects_min_lr():
+    s = plateau_init(1e-3)
+    for _ in range(10):
+        s = plateau_update(s, 1.0, factor=0.1, patience=0, window=1, threshold=0,
+                           min_lr=5e-4)
+    assert s["lr"] == 5e-4

@@ -1,0 +1,171 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from sicref.checkpoint import CheckpointError, load_checkpoint
+from sicref.cli import main
+from sicref.config import preset, replace
+from sicref.data import sample_batch
+from sicref.model import init_params
+from sicref.train import TrainingError, batch_objective, train
+
+QUIET = dict(log=lambda line: None)
+
+
+def tiny(steps=20, **train_changes):
+    return replace(preset("tiny"), train={"steps": steps, **train_changes})
+
+
+def params_equal(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def mean_loss(params, cfg, n=20):
+    rng = np.random.default_rng(12345)
+    return np.mean([batch_objective(params, sample_batch(rng, 16, cfg.data.seq_len), cfg)
+                    for _ in range(n)])
+
+
+def test_a_tiny_run_lowers_the_total_loss(tmp_path):
+    cfg = tiny(300)
+    init = init_params(np.random.default_rng(cfg.train.seed), cfg.model.n_units,
+                       cfg.model.hidden)
+    trained = train(cfg, tmp_path / "run", **QUIET)
+    assert mean_loss(trained, cfg) < mean_loss(init, cfg) - 0.01
+
+
+def test_run_directory_contents(tmp_path):
+    out = tmp_path / "run"
+    train(tiny(20), out, **QUIET)
+    assert json.loads((out / "config.json").read_text())["train"]["steps"] == 20
+    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10, 15, 20]
+    for key in ("separation", "invariance", "capacity", "conformal_isometry", "total",
+                "lr", "grad_norm", "seconds"):
+        assert key in records[0]
+    ck = load_checkpoint(out / "checkpoints" / "latest.npz")
+    assert ck["step"] == 20
+    assert os.path.exists(out / "checkpoints" / "step_10.npz")
+
+
+def test_two_runs_with_one_seed_are_identical(tmp_path):
+    a = train(tiny(15), tmp_path / "a", **QUIET)
+    b = train(tiny(15), tmp_path / "b", **QUIET)
+    assert params_equal(a, b)
+    c = train(tiny(15, seed=1), tmp_path / "c", **QUIET)
+    assert not params_equal(a, c)
+
+
+def test_k_steps_then_resume_k_equals_2k(tmp_path):
+    cfg = replace(tiny(20), optim={"accumulation": 2, "plateau_window": 3,
+                                   "plateau_patience": 0})
+    full = train(cfg, tmp_path / "full", **QUIET)
+    half = replace(cfg, train={"steps": 10})
+    train(half, tmp_path / "half", **QUIET)
+    resumed = train(cfg, tmp_path / "half", resume=tmp_path / "half/checkpoints/latest.npz",
+                    **QUIET)
+    assert params_equal(full, resumed)
+    steps = [json.loads(ln)["step"]
+             for ln in (tmp_path / "half/metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20]
+
+
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(tmp_path):
+    cfg = replace(preset("tiny"), data={"batch_size": 16, "seq_len": 12},
+                  train={"steps": 600, "checkpoint_every": 10, "log_every": 50})
+    cfg_path = tmp_path / "cfg.json"
+    from sicref.config import save_config
+    save_config(cfg, cfg_path)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "sicref", "train", "--config",
+                             str(cfg_path), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = out / "checkpoints" / "latest.npz"
+    deadline = time.time() + 60
+    while not latest.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it was killed"
+    killed_at = load_checkpoint(latest)["step"]
+    assert 0 < killed_at < 600
+    assert main(["train", "--resume", str(latest), "--out", str(out)]) == 0
+    resumed = load_checkpoint(latest)
+    full = train(cfg, tmp_path / "full", **QUIET)
+    assert resumed["step"] == 600
+    assert params_equal(resumed["params"], full)
+
+
+def test_non_empty_run_directory_is_refused(tmp_path):
+    out = tmp_path / "run"
+    train(tiny(5), out, **QUIET)
+    before = (out / "checkpoints/latest.npz").read_bytes()
+    with pytest.raises(TrainingError, match="not empty"):
+        train(tiny(5), out, **QUIET)
+    assert (out / "checkpoints/latest.npz").read_bytes() == before
+    train(tiny(10), out, overwrite=True, **QUIET)
+    assert load_checkpoint(out)["step"] == 10
+    other = tmp_path / "notarun"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep")
+    with pytest.raises(TrainingError, match="not a sicref run"):
+        train(tiny(5), other, overwrite=True, **QUIET)
+    assert (other / "precious.txt").read_text() == "keep"
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    out = tmp_path / "run"
+    train(tiny(5), out, **QUIET)
+    changed = replace(tiny(10), loss={"sigma_g": 0.3})
+    with pytest.raises(TrainingError, match="different config"):
+        train(changed, out, resume=out / "checkpoints/latest.npz", **QUIET)
+
+
+def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path, monkeypatch):
+    import sicref.train as tr
+
+    real = tr.loss_and_grad
+    calls = {"n": 0}
+
+    def poisoned(params, batch, cfg):
+        calls["n"] += 1
+        values, grads = real(params, batch, cfg)
+        if calls["n"] == 13:
+            values["separation"] = values["total"] = float("nan")
+        return values, grads
+
+    monkeypatch.setattr(tr, "loss_and_grad", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError) as err:
+        train(tiny(20), out, **QUIET)
+    msg = str(err.value)
+    assert "step 13" in msg and "separation" in msg and "step_10.npz" in msg
+    assert load_checkpoint(out)["step"] == 10
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    out = tmp_path / "run"
+    train(tiny(5), out, **QUIET)
+    path = out / "checkpoints/latest.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(path)
+    (tmp_path / "x.npz").write_bytes(b"hello")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "x.npz")
+
+
+def test_cli_reports_invalid_config_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"loss": {"sigma_g": -1}}))
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "loss.sigma_g" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
