@@ -1,0 +1,256 @@
+"""Evaluation of a trained network: walks in arenas, ratemaps, gridness, modules (SPEC §7).
+
+`evaluate(params, ...)` returns a JSON-ready summary plus the arrays the figures need;
+`evaluate_run(...)` does that for a run directory or checkpoint and writes summary.json
+and the figures of `sicref.plots`.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
+from .data import sample_batch
+from .gridness import GRID_THRESHOLD, find_modules, grid_scores, ratemaps
+from .model import rollout
+
+
+@dataclass(frozen=True)
+class WalkConfig:
+    """SPEC §7.1: smooth random walks with reflecting walls (our generator, SPEC §9).
+
+    Each walk starts at the arena centre (where the network sits at g_0), moves
+    `speed` metres per step and turns by Normal(0, heading_noise) radians per step.
+    A step that would leave the arena has its crossing component reversed (a mirror
+    reflection), so the velocity fed to the network is always the true displacement.
+    """
+
+    n_walks: int = 200
+    n_steps: int = 400
+    speed: float = 0.06
+    heading_noise: float = 0.4
+
+
+def random_walks(rng, arena_size, walk=WalkConfig()):
+    """SPEC §7.1: returns velocities and positions, both (n_walks, n_steps, 2)."""
+    half = arena_size / 2
+    pos = np.zeros((walk.n_walks, 2))
+    heading = rng.uniform(-np.pi, np.pi, size=walk.n_walks)
+    velocities = np.empty((walk.n_walks, walk.n_steps, 2))
+    positions = np.empty_like(velocities)
+    for t in range(walk.n_steps):
+        heading = heading + rng.normal(0.0, walk.heading_noise, size=walk.n_walks)
+        v = walk.speed * np.stack([np.cos(heading), np.sin(heading)], axis=1)
+        outside = np.abs(pos + v) > half
+        v = np.where(outside, -v, v)
+        # keep heading consistent with the reflected step
+        heading = np.arctan2(v[:, 1], v[:, 0])
+        pos = pos + v
+        velocities[:, t], positions[:, t] = v, pos
+    return velocities, positions
+
+
+def rollout_chunked(params, velocities, norm_eps, chunk=50):
+    """States (W, S, N) for long walks, a few walks at a time to bound memory."""
+    parts = [rollout(params, velocities[i:i + chunk], norm_eps)[1]
+             for i in range(0, len(velocities), chunk)]
+    return np.concatenate(parts, axis=0)
+
+
+def path_invariance_error(params, cfg, rng, n_bases=20):
+    """SPEC §7.7: spread of final states of permuted trajectories (same end point),
+    relative to the mean distance between final states of different base sequences."""
+    finals = []
+    for _ in range(n_bases):
+        b = sample_batch(rng, cfg.data.batch_size, cfg.data.seq_len, cfg.data.vmax)
+        finals.append(rollout(params, b.velocities, cfg.model.norm_eps)[1][:, -1])
+    finals = np.stack(finals)  # (K, B, N)
+    within = np.mean([_mean_pairwise_distance(f) for f in finals])
+    between = _mean_pairwise_distance(finals[:, 0])
+    return {"within": float(within), "between": float(between),
+            "relative": float(within / between) if between > 0 else float("nan")}
+
+
+def _mean_pairwise_distance(points):
+    d = np.sqrt(np.maximum(np.sum((points[:, None] - points[None]) ** 2, axis=-1), 0))
+    n = len(points)
+    return d.sum() / (n * (n - 1)) if n > 1 else 0.0
+
+
+def distance_curve(states, positions, rng, n_points=2000, n_bins=20, max_dx=None):
+    """SPEC §7.8: mean ||g_i - g_j|| per bin of ||x_i - x_j||, on a random subsample."""
+    g = states.reshape(-1, states.shape[-1])
+    x = positions.reshape(-1, 2)
+    pick = rng.choice(len(g), size=min(n_points, len(g)), replace=False)
+    g, x = g[pick], x[pick]
+    dx = np.sqrt(np.sum((x[:, None] - x[None]) ** 2, -1))
+    dg = np.sqrt(np.maximum(np.sum((g[:, None] - g[None]) ** 2, -1), 0))
+    iu = np.triu_indices(len(g), 1)
+    dx, dg = dx[iu], dg[iu]
+    edges = np.linspace(0, max_dx or dx.max(), n_bins + 1)
+    which = np.clip(np.digitize(dx, edges) - 1, 0, n_bins - 1)
+    counts = np.bincount(which, minlength=n_bins)
+    sums = np.bincount(which, weights=dg, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    centres = (edges[:-1] + edges[1:]) / 2
+    return {"spatial": centres.tolist(), "neural": [None if np.isnan(m) else float(m)
+                                                    for m in mean]}
+
+
+def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
+                  threshold=GRID_THRESHOLD, min_ratio=1.2):
+    """SPEC §7.1-§7.6 in one arena. Returns (summary dict, arrays dict)."""
+    velocities, positions = random_walks(rng, arena_size, walk)
+    states = rollout_chunked(params, velocities, cfg.model.norm_eps)
+    maps = ratemaps(positions.reshape(-1, 2), states.reshape(-1, states.shape[-1]),
+                    arena_size, nbins)
+    scores = grid_scores(maps)
+    bin_m = arena_size / nbins
+    period_m = scores.period * bin_m
+    is_grid = np.nan_to_num(scores.score60, nan=-np.inf) > threshold
+    labels = np.full(len(maps), -1)
+    module_periods = np.array([])
+    if is_grid.any():
+        grid_labels, module_periods = find_modules(period_m[is_grid], min_ratio=min_ratio)
+        labels[is_grid] = grid_labels
+    active = np.isfinite(scores.score60)
+    summary = {
+        "arena_size": arena_size,
+        "coverage": float(np.mean(np.isfinite(maps[0]))),
+        "n_units": len(maps),
+        "n_active": int(active.sum()),
+        "grid_threshold": threshold,
+        "grid_fraction": float(is_grid.mean()),
+        "hexagonal_fraction": float(np.mean(is_grid & (scores.score60 > scores.score90))),
+        "median_score60_active": _nanmedian(scores.score60[active]),
+        "modules": {"periods": [float(p) for p in module_periods],
+                    "ratios": [float(b / a) for a, b in
+                               zip(module_periods[:-1], module_periods[1:])],
+                    "sizes": [int(np.sum(labels == k)) for k in range(len(module_periods))]},
+        "units": [_unit_record(i, scores, period_m, labels) for i in range(len(maps))],
+    }
+    arrays = {"ratemaps": maps, "scores": scores, "period_m": period_m, "labels": labels,
+              "states": states, "positions": positions}
+    return summary, arrays
+
+
+def _nanmedian(a):
+    return float(np.median(a)) if len(a) else float("nan")
+
+
+def _unit_record(i, scores, period_m, labels):
+    def num(x):
+        return None if not np.isfinite(x) else float(x)
+
+    return {"unit": i, "score60": num(scores.score60[i]),
+            "score60_mean": num(scores.score60_mean[i]), "score90": num(scores.score90[i]),
+            "period_m": num(period_m[i]), "orientation": num(scores.orientation[i]),
+            "module": int(labels[i])}
+
+
+def evaluate(params, cfg, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
+             walk=WalkConfig(), threshold=GRID_THRESHOLD):
+    """SPEC §7 for every arena; returns (summary, {arena: arrays})."""
+    rng = np.random.default_rng(seed)
+    summary = {"seed": seed, "nbins": nbins, "walk": walk.__dict__, "arenas": {}}
+    arrays = {}
+    for L in arenas:
+        s, a = analyse_arena(params, cfg, float(L), rng, nbins, walk, threshold)
+        summary["arenas"][_arena_key(L)] = s
+        arrays[float(L)] = a
+    summary["path_invariance"] = path_invariance_error(params, cfg, rng)
+    ref = arrays[2.0] if 2.0 in arrays else arrays[float(arenas[0])]
+    summary["distance_curve"] = distance_curve(ref["states"], ref["positions"], rng)
+    summary["generalisation"] = period_consistency(arrays)
+    return summary, arrays
+
+
+def _arena_key(L):
+    return f"{float(L):g}m"
+
+
+def period_consistency(arrays, reference=2.0, tolerance=0.10):
+    """Fraction of the reference arena's grid units whose period stays within
+    `tolerance` (relative) in each other arena (the generalisation check)."""
+    if reference not in arrays:
+        return {}
+    ref = arrays[reference]
+    grid = ref["labels"] >= 0
+    out = {}
+    for L, a in arrays.items():
+        if L == reference or not grid.any():
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = np.abs(a["period_m"][grid] / ref["period_m"][grid] - 1)
+        out[_arena_key(L)] = float(np.mean(np.nan_to_num(rel, nan=np.inf) <= tolerance))
+    return out
+
+
+def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
+                 overwrite=False, walk=WalkConfig(), log=print):
+    """Evaluate a run directory or checkpoint; write summary.json and figures to out."""
+    from . import plots
+
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise ValueError(f"output directory {out} is not empty; pass --overwrite to "
+                         f"replace its files")
+    os.makedirs(out, exist_ok=True)
+    path = resolve_checkpoint(source)
+    state = load_checkpoint(path)
+    cfg = state["config"]
+    log(f"evaluating {path} (step {state['step']}) in arenas {list(arenas)} m")
+    summary, arrays = evaluate(state["params"], cfg, arenas, nbins, seed, walk)
+    summary["checkpoint"] = os.path.abspath(path)
+    summary["step"] = state["step"]
+    atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1))
+    metrics = _metrics_path(path)
+    figures = plots.evaluation_figures(summary, arrays, out, metrics)
+    for line in headline(summary):
+        log(line)
+    log(f"figures: {', '.join(os.path.join(out, f) for f in figures)}")
+    return summary
+
+
+def _metrics_path(ckpt_path):
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
+    p = os.path.join(run_dir, "metrics.jsonl")
+    return p if os.path.exists(p) else None
+
+
+def headline(summary):
+    lines = []
+    for key, s in summary["arenas"].items():
+        m = s["modules"]
+        periods = ", ".join(f"{p:.2f}" for p in m["periods"]) or "none"
+        lines.append(f"{key}: grid units {s['grid_fraction']:.0%} (score60 > "
+                     f"{s['grid_threshold']}), hexagonal {s['hexagonal_fraction']:.0%}, "
+                     f"modules {len(m['periods'])} (periods m: {periods}), "
+                     f"coverage {s['coverage']:.0%}")
+    pi = summary["path_invariance"]["relative"]
+    lines.append(f"path-invariance error (relative): {pi:.3f}")
+    return lines
+
+
+def add_evaluate_commands(sub):
+    p = sub.add_parser("evaluate", help="gridness analysis of a trained network (SPEC §7)")
+    p.add_argument("source", metavar="RUN_DIR|CKPT")
+    p.add_argument("--arena", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0],
+                   help="arena sides in metres")
+    p.add_argument("--nbins", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args):
+    if any(a <= 0 for a in args.arena):
+        raise ValueError(f"--arena sizes must be > 0 metres, got {args.arena}")
+    if args.nbins < 4:
+        raise ValueError(f"--nbins must be >= 4, got {args.nbins}")
+    evaluate_run(args.source, args.out, tuple(args.arena), args.nbins, args.seed,
+                 args.overwrite)
+    return 0

@@ -1,0 +1,157 @@
+"""Figures of an evaluation and a training run (PNG, matplotlib Agg)."""
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .gridness import autocorrelogram  # noqa: E402
+
+
+def _save(fig, out, name):
+    fig.savefig(os.path.join(out, name), dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return name
+
+
+def unit_order(a):
+    """Units sorted by module (grid modules first, by period), then by score60."""
+    s = np.nan_to_num(a["scores"].score60, nan=-9.0)
+    module = np.where(a["labels"] >= 0, a["labels"], 10 ** 6)
+    return np.lexsort((-s, module))
+
+
+def _imshow(ax, m, cmap="viridis"):
+    ax.imshow(np.ma.masked_invalid(m), origin="lower", cmap=cmap, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def ratemap_grid(a, arena, out, name, max_units=128, cols=16):
+    order = unit_order(a)[:max_units]
+    rows = int(np.ceil(len(order) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, u in zip(axes.ravel(), order):
+        _imshow(ax, a["ratemaps"][u])
+        s = a["scores"].score60[u]
+        mod = a["labels"][u]
+        ax.set_title(f"{u} {'m' + str(mod) if mod >= 0 else ''}\n{s:.2f}", fontsize=6)
+    fig.suptitle(f"Ratemaps, {arena:g} m arena (unit, module, score60; sorted by module "
+                 f"then score)", fontsize=10)
+    return _save(fig, out, name)
+
+
+def sac_grid(a, arena, out, name, n=16, cols=8):
+    s = np.nan_to_num(a["scores"].score60, nan=-9.0)
+    best = np.argsort(-s)[:n]
+    rows = int(np.ceil(len(best) / cols))
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 1.4, rows * 2.9), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, u in enumerate(best):
+        r, c = 2 * (k // cols), k % cols
+        _imshow(axes[r, c], a["ratemaps"][u])
+        axes[r, c].set_title(f"unit {u}", fontsize=7)
+        _imshow(axes[r + 1, c], autocorrelogram(a["ratemaps"][u]), cmap="RdBu_r")
+        axes[r + 1, c].set_title(f"g60 {s[u]:.2f} T {a['period_m'][u]:.2f} m", fontsize=7)
+    fig.suptitle(f"Best units by score60 ({arena:g} m): ratemap above, autocorrelogram "
+                 f"below", fontsize=10)
+    return _save(fig, out, name)
+
+
+def score_histograms(a, arena, threshold, module_periods, out, name):
+    sc = a["scores"]
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.4))
+    s60 = sc.score60[np.isfinite(sc.score60)]
+    ax1.hist(s60, bins=30, color="tab:blue")
+    ax1.axvline(threshold, color="k", ls="--", label=f"threshold {threshold}")
+    ax1.set_xlabel("score60 (min-max)")
+    ax1.set_ylabel("units")
+    ax1.legend(fontsize=8)
+    ok = np.isfinite(sc.score60) & np.isfinite(sc.score90)
+    ax2.scatter(sc.score90[ok], sc.score60[ok], s=8)
+    lim = [min(-1, np.nanmin(sc.score90[ok], initial=0)), 2]
+    ax2.plot(lim, lim, "k:", lw=0.8)
+    ax2.set_xlabel("score90")
+    ax2.set_ylabel("score60")
+    ax2.set_title("hexagonal above the diagonal", fontsize=9)
+    grid = a["labels"] >= 0
+    per = a["period_m"]
+    ax3.hist(per[np.isfinite(per)], bins=30, color="0.7", label="all units")
+    ax3.hist(per[grid & np.isfinite(per)], bins=30, color="tab:green", label="grid units")
+    for p in module_periods:
+        ax3.axvline(p, color="tab:red", ls="--")
+    ax3.set_xlabel("period (m); red: module periods")
+    ax3.legend(fontsize=8)
+    fig.suptitle(f"Gridness and periods, {arena:g} m arena", fontsize=10)
+    return _save(fig, out, name)
+
+
+def distance_plot(curve, out, name):
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    x = np.array(curve["spatial"], dtype=float)
+    y = np.array([np.nan if v is None else v for v in curve["neural"]], dtype=float)
+    ax.plot(x, y, "o-")
+    ax.set_xlabel("spatial distance |x_i - x_j| (m)")
+    ax.set_ylabel("mean neural distance |g_i - g_j|")
+    ax.set_title("Neural vs spatial distance", fontsize=10)
+    return _save(fig, out, name)
+
+
+def loss_curves(metrics_path, out, name):
+    with open(metrics_path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    if not records:
+        return None
+    steps = np.array([r["step"] for r in records])
+    keys = ["total", "separation", "invariance", "capacity", "conformal_isometry", "lr"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 2.8))
+    for ax, k in zip(axes, keys):
+        ax.plot(steps, [r[k] for r in records], lw=1)
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        if k == "lr":
+            ax.set_yscale("log")
+    fig.tight_layout()
+    return _save(fig, out, name)
+
+
+def arenas_side_by_side(arrays, out, name, n_units=8):
+    arenas = sorted(arrays)
+    ref = arrays[2.0] if 2.0 in arrays else arrays[arenas[0]]
+    s = np.nan_to_num(ref["scores"].score60, nan=-9.0)
+    units = np.argsort(-s)[:n_units]
+    fig, axes = plt.subplots(len(units), len(arenas),
+                             figsize=(1.8 * len(arenas), 1.8 * len(units)), squeeze=False)
+    for r, u in enumerate(units):
+        for c, L in enumerate(arenas):
+            a = arrays[L]
+            _imshow(axes[r, c], a["ratemaps"][u])
+            axes[r, c].set_title(f"unit {u}, {L:g} m\ng60 {a['scores'].score60[u]:.2f} "
+                                 f"T {a['period_m'][u]:.2f} m", fontsize=7)
+    fig.suptitle("Same units across arenas", fontsize=10)
+    return _save(fig, out, name)
+
+
+def evaluation_figures(summary, arrays, out, metrics_path=None):
+    """Write every figure of an evaluation; returns the file names."""
+    names = []
+    for L, a in sorted(arrays.items()):
+        s = summary["arenas"][f"{L:g}m"]
+        tag = f"{L:g}m"
+        names.append(ratemap_grid(a, L, out, f"ratemaps_{tag}.png"))
+        names.append(sac_grid(a, L, out, f"sacs_{tag}.png"))
+        names.append(score_histograms(a, L, s["grid_threshold"], s["modules"]["periods"],
+                                      out, f"gridness_{tag}.png"))
+    names.append(distance_plot(summary["distance_curve"], out, "distance.png"))
+    if len(arrays) > 1:
+        names.append(arenas_side_by_side(arrays, out, "arenas.png"))
+    if metrics_path:
+        names.append(loss_curves(metrics_path, out, "losses.png"))
+    return [n for n in names if n]
