@@ -67,7 +67,8 @@ def _optional_commands():
     registers = []
     for module, name in (("interchange", "add_interchange_commands"),
                          ("evaluate", "add_evaluate_commands"),
-                         ("run", "add_run_commands")):
+                         ("run", "add_run_commands"),
+                         ("sweep", "add_sweep_commands")):
         try:
             mod = __import__(f"sicref.{module}", fromlist=[name])
         except ImportError:

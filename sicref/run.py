@@ -1,0 +1,49 @@
+"""The main job: train the default preset, then evaluate it in 2, 3 and 4 m arenas."""
+
+import os
+import sys
+
+from .config import DEFAULT_PRESET, preset, replace
+from .evaluate import evaluate_run
+from .train import train
+
+MAIN_ARENAS = (2.0, 3.0, 4.0)
+
+
+def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=None, steps=None,
+             overwrite=False, log=None):
+    """Train (or continue an interrupted run in out), evaluate, write figures.
+
+    Returns the evaluation summary. A finished run in out is evaluated again, not
+    retrained; a different config in out is refused.
+    """
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    cfg = preset(preset_name)
+    changes = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
+    if changes:
+        cfg = replace(cfg, train=changes)
+    latest = os.path.join(out, "checkpoints", "latest.npz")
+    resume = latest if (os.path.exists(latest) and not overwrite) else None
+    log(f"sicref run: preset {preset_name!r}, {cfg.train.steps} steps, N={cfg.model.n_units}"
+        f", B={cfg.data.batch_size}, T={cfg.data.seq_len} -> {out}"
+        + (" (continuing)" if resume else ""))
+    train(cfg, out, resume=resume, overwrite=overwrite, log=log)
+    eval_dir = os.path.join(out, "evaluation")
+    return evaluate_run(out, eval_dir, MAIN_ARENAS, seed=cfg.train.seed, overwrite=True,
+                        log=log)
+
+
+def add_run_commands(sub):
+    p = sub.add_parser("run", help="main job: train the default preset, evaluate, figures")
+    p.add_argument("--preset", default=DEFAULT_PRESET)
+    p.add_argument("--out", default="runs/default", metavar="DIR")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over instead of continuing a run found in DIR")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args):
+    main_job(args.preset, args.out, args.seed, args.steps, args.overwrite)
+    return 0

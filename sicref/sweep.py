@@ -1,0 +1,161 @@
+"""Search over configs: parallel training runs, each evaluated in a 2 m arena, one table.
+
+A sweep directory holds one run directory per config (named by its overrides), each
+with its own evaluation, and `table.md` / `table.jsonl` with one row per run. A run
+whose evaluation summary exists is not redone; an interrupted one continues from its
+latest checkpoint.
+"""
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from .checkpoint import atomic_write_text
+from .config import config_to_dict, preset, replace, save_config
+
+
+def parse_override(text):
+    """'section.field=v1,v2' -> (section, field, [values]) with JSON-typed values."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ValueError(f"override {text!r} must look like section.field=value[,value]")
+    key, values = text.split("=", 1)
+    section, field = key.split(".", 1)
+    parsed = []
+    for v in values.split(","):
+        try:
+            parsed.append(json.loads(v))
+        except json.JSONDecodeError:
+            parsed.append(v)
+    return section, field, parsed
+
+
+def grid_configs(base, overrides):
+    """Every combination of the override values; returns [(name, Config)]."""
+    axes = [parse_override(o) for o in overrides]
+    out = []
+    for combo in itertools.product(*[vals for _, _, vals in axes]):
+        changes, parts = {}, []
+        for (section, field, _), value in zip(axes, combo):
+            changes.setdefault(section, {})[field] = value
+            parts.append(f"{field}={value}")
+        name = "_".join(parts) or "base"
+        out.append((name, replace(base, **changes) if changes else base))
+    return out
+
+
+def _run_one(sweep_dir, name, cfg, arena, threads):
+    run_dir = os.path.join(sweep_dir, name)
+    eval_dir = os.path.join(run_dir, "evaluation")
+    summary_path = os.path.join(eval_dir, "summary.json")
+    if os.path.exists(summary_path):
+        return _row(name, cfg, run_dir, summary_path, None)
+    os.makedirs(run_dir, exist_ok=True)
+    cfg_path = os.path.join(sweep_dir, f"{name}.config.json")
+    save_config(cfg, cfg_path)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    latest = os.path.join(run_dir, "checkpoints", "latest.npz")
+    cmd = [sys.executable, "-m", "sicref", "train", "--config", cfg_path, "--out", run_dir]
+    if os.path.exists(latest):
+        cmd += ["--resume", latest]
+    elif os.listdir(run_dir):
+        cmd += ["--overwrite"]
+    t0 = time.time()
+    with open(os.path.join(sweep_dir, f"{name}.log"), "a") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=log, env=env)
+        if rc != 0:
+            return {"name": name, "status": f"train failed (rc {rc})"}
+        rc = subprocess.call([sys.executable, "-m", "sicref", "evaluate", run_dir,
+                              "--arena", str(arena), "--out", eval_dir, "--overwrite"],
+                             stdout=log, stderr=log, env=env)
+        if rc != 0:
+            return {"name": name, "status": f"evaluate failed (rc {rc})"}
+    return _row(name, cfg, run_dir, summary_path, time.time() - t0)
+
+
+def _row(name, cfg, run_dir, summary_path, wall):
+    with open(summary_path) as f:
+        summary = json.load(f)
+    arena = next(iter(summary["arenas"].values()))
+    last = {}
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            if line.strip():
+                last = json.loads(line)
+    return {"name": name, "status": "done", "wall_s": wall if wall is not None else
+            last.get("seconds"), "step": summary["step"],
+            "total": last.get("total"), "separation": last.get("separation"),
+            "invariance": last.get("invariance"), "capacity": last.get("capacity"),
+            "grid_fraction": arena["grid_fraction"],
+            "hexagonal_fraction": arena["hexagonal_fraction"],
+            "median_score60": arena["median_score60_active"],
+            "n_active": arena["n_active"],
+            "n_modules": len(arena["modules"]["periods"]),
+            "module_periods": arena["modules"]["periods"],
+            "path_invariance": summary["path_invariance"]["relative"],
+            "config": config_to_dict(cfg)}
+
+
+def write_table(sweep_dir, rows):
+    atomic_write_text(os.path.join(sweep_dir, "table.jsonl"),
+                      "".join(json.dumps(r) + "\n" for r in rows))
+    head = ("| run | status | steps | wall s | total | grid frac | hex frac | median g60 "
+            "| active | modules | periods (m) | path inv |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        if r["status"] != "done":
+            lines.append(f"| {r['name']} | {r['status']} |" + " |" * 10)
+            continue
+        periods = ", ".join(f"{p:.2f}" for p in r["module_periods"])
+        lines.append(
+            f"| {r['name']} | done | {r['step']} | {r['wall_s']:.0f} | {r['total']:.4f} | "
+            f"{r['grid_fraction']:.2f} | {r['hexagonal_fraction']:.2f} | "
+            f"{r['median_score60']:.2f} | {r['n_active']} | {r['n_modules']} | {periods} | "
+            f"{r['path_invariance']:.3f} |")
+    atomic_write_text(os.path.join(sweep_dir, "table.md"), "\n".join(lines) + "\n")
+
+
+def sweep(base, overrides, sweep_dir, jobs=2, threads=1, arena=2.0, log=print):
+    """Run every config of the grid (jobs at a time); returns the table rows."""
+    configs = grid_configs(base, overrides)
+    os.makedirs(sweep_dir, exist_ok=True)
+    log(f"sweep: {len(configs)} runs, {jobs} at a time -> {sweep_dir}")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_run_one, sweep_dir, n, c, arena, threads)
+                   for n, c in configs]
+        rows = []
+        for f in futures:
+            rows.append(f.result())
+            r = rows[-1]
+            log(f"  {r['name']}: {r['status']}"
+                + (f", grid {r['grid_fraction']:.0%}, modules {r['n_modules']}"
+                   if r["status"] == "done" else ""))
+            write_table(sweep_dir, rows)
+    return rows
+
+
+def add_sweep_commands(sub):
+    p = sub.add_parser("sweep", help="train and evaluate a grid of configs in parallel")
+    p.add_argument("--preset", default="small", help="base preset")
+    p.add_argument("--config", metavar="FILE.json", help="base config (instead of preset)")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[],
+                   metavar="SECTION.FIELD=V1,V2", help="values to sweep")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="BLAS threads per run")
+    p.add_argument("--arena", type=float, default=2.0)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args):
+    from .config import load_config
+
+    base = load_config(args.config) if args.config else preset(args.preset)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    rows = sweep(base, args.overrides, args.out, args.jobs, args.threads, args.arena)
+    return 0 if all(r["status"] == "done" for r in rows) else 1
