@@ -38,7 +38,8 @@ def cmd_train(args):
             cfg = replace(cfg, train={"steps": args.steps})
     else:
         cfg = config_from_args(args)
-    train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+          max_seconds=args.max_seconds)
     print(f"done: {args.out}")
     return 0
 
@@ -55,6 +56,8 @@ def build_parser():
     p.add_argument("--resume", metavar="CKPT", help="checkpoint or run dir to continue")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run directory")
+    p.add_argument("--max-seconds", type=float,
+                   help="stop (with a checkpoint) after this much wall time")
     p.set_defaults(func=cmd_train)
 
     for register in _optional_commands():

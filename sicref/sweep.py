@@ -47,7 +47,7 @@ def grid_configs(base, overrides):
     return out
 
 
-def _run_one(sweep_dir, name, cfg, arena, threads):
+def _run_one(sweep_dir, name, cfg, arena, threads, max_seconds=None):
     run_dir = os.path.join(sweep_dir, name)
     eval_dir = os.path.join(run_dir, "evaluation")
     summary_path = os.path.join(eval_dir, "summary.json")
@@ -60,6 +60,8 @@ def _run_one(sweep_dir, name, cfg, arena, threads):
                MKL_NUM_THREADS=str(threads))
     latest = os.path.join(run_dir, "checkpoints", "latest.npz")
     cmd = [sys.executable, "-m", "sicref", "train", "--config", cfg_path, "--out", run_dir]
+    if max_seconds is not None:
+        cmd += ["--max-seconds", str(max_seconds)]
     if os.path.exists(latest):
         cmd += ["--resume", latest]
     elif os.listdir(run_dir):
@@ -119,13 +121,14 @@ def write_table(sweep_dir, rows):
     atomic_write_text(os.path.join(sweep_dir, "table.md"), "\n".join(lines) + "\n")
 
 
-def sweep(base, overrides, sweep_dir, jobs=2, threads=1, arena=2.0, log=print):
+def sweep(base, overrides, sweep_dir, jobs=2, threads=1, arena=2.0, max_seconds=None,
+          log=print):
     """Run every config of the grid (jobs at a time); returns the table rows."""
     configs = grid_configs(base, overrides)
     os.makedirs(sweep_dir, exist_ok=True)
     log(f"sweep: {len(configs)} runs, {jobs} at a time -> {sweep_dir}")
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_run_one, sweep_dir, n, c, arena, threads)
+        futures = [pool.submit(_run_one, sweep_dir, n, c, arena, threads, max_seconds)
                    for n, c in configs]
         rows = []
         for f in futures:
@@ -147,6 +150,7 @@ def add_sweep_commands(sub):
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="BLAS threads per run")
     p.add_argument("--arena", type=float, default=2.0)
+    p.add_argument("--max-seconds", type=float, help="training wall-time cap per run")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=_cmd_sweep)
 
@@ -157,5 +161,6 @@ def _cmd_sweep(args):
     base = load_config(args.config) if args.config else preset(args.preset)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    rows = sweep(base, args.overrides, args.out, args.jobs, args.threads, args.arena)
+    rows = sweep(base, args.overrides, args.out, args.jobs, args.threads, args.arena,
+                 args.max_seconds)
     return 0 if all(r["status"] == "done" for r in rows) else 1

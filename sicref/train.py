@@ -112,12 +112,13 @@ def progress_line(step, total_steps, values, rate):
             f"lr {values['lr']:.2e} | {rate:.1f} steps/s | ETA {_format_eta(eta)}")
 
 
-def train(cfg, out, resume=None, overwrite=False, log=None):
+def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None):
     """Train cfg into run directory out; returns the final params.
 
     resume: a checkpoint (or run directory) to continue from; its config must equal
     cfg except for train.steps. log: a callable taking a progress line (default: print
-    to stderr).
+    to stderr). max_seconds: stop early, with a checkpoint, once this much wall time
+    has passed (a later resume continues exactly).
     """
     validate(cfg)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -166,8 +167,13 @@ def train(cfg, out, resume=None, overwrite=False, log=None):
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
                 log(progress_line(step, total_steps, values, steps_done / elapsed))
-            if step % cfg.train.checkpoint_every == 0 or step == total_steps:
+            out_of_time = (max_seconds is not None
+                           and time.perf_counter() - t0 > max_seconds)
+            if step % cfg.train.checkpoint_every == 0 or step == total_steps or out_of_time:
                 last_good = save(step)
+            if out_of_time:
+                log(f"stopping at step {step}: --max-seconds {max_seconds} reached")
+                break
     return params
 
 
