@@ -1,0 +1,608 @@
+"""SPEC §8: interchange files for cross-checking other implementations of SIC.
+
+Three kinds of `.npz` file, each with a `meta` entry (a 0-d string array holding JSON
+with "format" and "version": 1); every other entry is a float64 array:
+
+- params (`sicref-params`, SPEC §8.1): `mlp/W{k}` (in, out), `mlp/b{k}` (out,), `g0_raw`;
+- batch  (`sicref-batch`,  SPEC §8.2): `velocities` (B, T, 2), optional `positions`;
+- result (`sicref-result`, SPEC §8.3): states, every loss term, and `grad/<name>`.
+
+Readers refuse anything else with an `InterchangeError` naming the file, the key and
+what was expected; writers are atomic. `crosscheck` computes a reference result with
+autograd; `compare` sets two files side by side. docs/crosscheck.md describes the
+formats for authors of other implementations.
+"""
+
+import fnmatch
+import json
+import os
+import secrets
+import sys
+import zipfile
+import zlib
+from typing import NamedTuple, Optional
+
+import numpy as np
+from autograd import value_and_grad
+
+from sicref import __version__
+from sicref.checkpoint import load_checkpoint, resolve_checkpoint
+from sicref.config import (DEFAULT_PRESET, Config, ConfigError, LossConfig, load_config,
+                           preset as config_preset, validate)
+from sicref.data import sample_batch
+from sicref.losses import sic_loss
+from sicref.model import init_params, rollout
+
+VERSION = 1
+PARAMS_FORMAT = "sicref-params"
+BATCH_FORMAT = "sicref-batch"
+RESULT_FORMAT = "sicref-result"
+FORMATS = (PARAMS_FORMAT, BATCH_FORMAT, RESULT_FORMAT)
+LOSS_PARTS = ("separation", "invariance", "capacity", "conformal_isometry")
+LOSS_META_KEYS = ("sigma_x", "sigma_g", "lambda_sep", "lambda_inv", "lambda_cap",
+                  "lambda_coniso", "reduction")
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+class InterchangeError(ValueError):
+    """A file or array that does not follow SPEC §8."""
+
+
+# ---------------------------------------------------------------- npz containers
+
+def write_npz(path, arrays, meta):
+    """Write `arrays` and the JSON `meta` to `path` atomically (temp file + os.replace).
+
+    The temporary file lives in the destination folder, so the replace never crosses a
+    file system, and np.savez writes to an open file, so no ".npz" is appended.
+    """
+    path = os.fspath(path)
+    tmp = f"{path}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_npz(path, formats=FORMATS):
+    """Read a SPEC §8 file: returns (meta, arrays). Checks only the container and meta.
+
+    Refused: a missing, non-zip, truncated or corrupt file, pickled entries, a missing
+    or malformed `meta`, a `format` not in `formats`, a `version` other than 1.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise InterchangeError(f"{path}: cannot open ({e.strerror})") from e
+    if head != _ZIP_MAGIC:
+        raise InterchangeError(f"{path}: not an .npz archive (no zip header); "
+                               f"expected a file written by numpy.savez")
+    arrays = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                arrays[key] = _load_member(path, z, key)
+    except InterchangeError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        raise InterchangeError(f"{path}: truncated or corrupt .npz archive ({e})") from e
+    if "meta" not in arrays:
+        raise InterchangeError(f"{path}: key 'meta': missing; expected a 0-d string array "
+                               f"holding JSON with 'format' and 'version'")
+    meta = _parse_meta(path, arrays.pop("meta"), formats)
+    return meta, arrays
+
+
+def _load_member(path, z, key):
+    try:
+        value = z[key]
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise InterchangeError(f"{path}: key '{key}': holds pickled Python objects; "
+                                   f"expected a numeric array") from e
+        raise
+    if not isinstance(value, np.ndarray):
+        raise InterchangeError(f"{path}: key '{key}': not a .npy member; expected an array")
+    return value
+
+
+def _parse_meta(path, raw, formats):
+    if raw.ndim != 0 or raw.dtype.kind not in "US":
+        raise InterchangeError(f"{path}: key 'meta': expected a 0-d string array, got "
+                               f"dtype {raw.dtype} shape {raw.shape}")
+    text = raw.item()
+    try:
+        meta = json.loads(text.decode() if isinstance(text, bytes) else text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InterchangeError(f"{path}: key 'meta': not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise InterchangeError(f"{path}: key 'meta': expected a JSON object")
+    if meta.get("format") not in formats:
+        raise InterchangeError(f"{path}: meta 'format': expected "
+                               f"{' or '.join(map(repr, formats))}, got {meta.get('format')!r}")
+    if meta.get("version") != VERSION:
+        raise InterchangeError(f"{path}: meta 'version': expected {VERSION}, "
+                               f"got {meta.get('version')!r}")
+    return meta
+
+
+def _check_array(path, key, a, shape):
+    """A real floating array of exactly `shape` with only finite values, as float64."""
+    if a.dtype.kind != "f":
+        raise InterchangeError(f"{path}: key '{key}': expected a floating-point array, "
+                               f"got dtype {a.dtype}")
+    if a.shape != tuple(shape):
+        raise InterchangeError(f"{path}: key '{key}': expected shape {tuple(shape)}, "
+                               f"got {a.shape}")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InterchangeError(f"{path}: key '{key}': {int(bad.sum())} non-finite "
+                               f"value(s), first at index {where}; expected finite values")
+    return a.astype(np.float64)
+
+
+def _check_keys(path, found, expected, what):
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing:
+        raise InterchangeError(f"{path}: missing {what} {missing}; expected exactly "
+                               f"{sorted(expected)}")
+    if extra:
+        raise InterchangeError(f"{path}: unexpected {what} {extra}; expected exactly "
+                               f"{sorted(expected)}")
+
+
+# ---------------------------------------------------------------- params (SPEC §8.1)
+
+def param_shapes(n_units, mlp_sizes):
+    """SPEC §8.1: the name -> shape of every parameter, W{k} as (in, out)."""
+    shapes = {"g0_raw": (n_units,)}
+    for k, (n_in, n_out) in enumerate(zip(mlp_sizes[:-1], mlp_sizes[1:])):
+        shapes[f"mlp/W{k}"] = (n_in, n_out)
+        shapes[f"mlp/b{k}"] = (n_out,)
+    return shapes
+
+
+def params_meta(params, norm_eps):
+    """The §8.1 meta of a parameter dict, read off the shapes of its W{k}."""
+    n_layers = sum(1 for name in params if name.startswith("mlp/W"))
+    shapes = [np.shape(params[f"mlp/W{k}"]) for k in range(n_layers)]
+    sizes = [int(s[0]) for s in shapes] + [int(shapes[-1][1])]
+    return {"format": PARAMS_FORMAT, "version": VERSION, "activation": "relu",
+            "n_units": int(np.size(params["g0_raw"])), "mlp_sizes": sizes,
+            "norm_eps": float(norm_eps)}
+
+
+def check_params(params, meta, path="<params>"):
+    """SPEC §8.1: validate names, shapes and values against the meta; returns float64 copies."""
+    n = meta.get("n_units")
+    sizes = meta.get("mlp_sizes")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise InterchangeError(f"{path}: meta 'n_units': expected a positive integer, got {n!r}")
+    if (not isinstance(sizes, list) or len(sizes) < 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)):
+        raise InterchangeError(f"{path}: meta 'mlp_sizes': expected a list of at least two "
+                               f"positive integers, got {sizes!r}")
+    if sizes[0] != 2 or sizes[-1] != n * n:
+        raise InterchangeError(f"{path}: meta 'mlp_sizes': expected [2, ..., n_units**2 = "
+                               f"{n * n}], got {sizes}")
+    if meta.get("activation") != "relu":
+        raise InterchangeError(f"{path}: meta 'activation': expected 'relu', "
+                               f"got {meta.get('activation')!r}")
+    eps = meta.get("norm_eps")
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < np.inf:
+        raise InterchangeError(f"{path}: meta 'norm_eps': expected a positive number, got {eps!r}")
+    shapes = param_shapes(n, sizes)
+    _check_keys(path, params, shapes, "parameter(s)")
+    return {name: _check_array(path, name, np.asarray(params[name]), shapes[name])
+            for name in shapes}
+
+
+def write_params(path, params, norm_eps=1e-8, **extra_meta):
+    """Write a SPEC §8.1 params file; `extra_meta` (e.g. provenance) goes into meta."""
+    try:
+        meta = {**extra_meta, **params_meta(params, norm_eps)}
+    except (KeyError, IndexError) as e:
+        raise InterchangeError(f"{os.fspath(path)}: parameters {sorted(params)} are not "
+                               f"mlp/W0.., mlp/b0.. (2-D W) and g0_raw (missing {e})") from e
+    arrays = check_params({k: np.asarray(v) for k, v in params.items()}, meta, os.fspath(path))
+    write_npz(path, arrays, meta)
+
+
+def read_params(path):
+    """Read and validate a SPEC §8.1 params file: returns (params, meta)."""
+    meta, arrays = read_npz(path, (PARAMS_FORMAT,))
+    return check_params(arrays, meta, os.fspath(path)), meta
+
+
+# ---------------------------------------------------------------- batch (SPEC §8.2)
+
+def loss_meta(loss_cfg):
+    """The §8.2 loss settings of a LossConfig, as a JSON-ready dict."""
+    return {key: getattr(loss_cfg, key) for key in LOSS_META_KEYS}
+
+
+def loss_config_from_meta(loss, path="<batch>"):
+    """SPEC §8.2: a LossConfig from batch-meta settings; absent ones take the paper values."""
+    if loss is None:
+        return LossConfig()
+    if not isinstance(loss, dict):
+        raise InterchangeError(f"{path}: meta 'loss': expected a JSON object, got {loss!r}")
+    unknown = sorted(set(loss) - set(LOSS_META_KEYS))
+    if unknown:
+        raise InterchangeError(f"{path}: meta 'loss': unknown setting(s) {unknown}; "
+                               f"expected some of {list(LOSS_META_KEYS)}")
+    loss_cfg = LossConfig(**loss)
+    try:
+        validate(Config(loss=loss_cfg))
+    except ConfigError as e:
+        raise InterchangeError(f"{path}: meta 'loss': {e}") from e
+    return loss_cfg
+
+
+def write_batch(path, velocities, positions=None, loss_cfg=None, **extra_meta):
+    """Write a SPEC §8.2 batch file; `loss_cfg` (a LossConfig) goes into meta["loss"]."""
+    meta = {**extra_meta, "format": BATCH_FORMAT, "version": VERSION}
+    if loss_cfg is not None:
+        meta["loss"] = loss_meta(loss_cfg)
+    arrays = {"velocities": np.asarray(velocities)}
+    if positions is not None:
+        arrays["positions"] = np.asarray(positions)
+    velocities, positions, _ = check_batch(arrays, meta, os.fspath(path))
+    write_npz(path, {"velocities": velocities, "positions": positions}, meta)
+
+
+def check_batch(arrays, meta, path="<batch>"):
+    """SPEC §8.2: validate a batch; returns (velocities, positions, LossConfig)."""
+    if "velocities" not in arrays:
+        raise InterchangeError(f"{path}: key 'velocities': missing; expected (B, T, 2)")
+    extra = sorted(set(arrays) - {"velocities", "positions"})
+    if extra:
+        raise InterchangeError(f"{path}: unexpected array(s) {extra}; expected 'velocities' "
+                               f"and optionally 'positions'")
+    v = arrays["velocities"]
+    if v.ndim != 3 or v.shape[2] != 2 or v.shape[0] < 1 or v.shape[1] < 1:
+        raise InterchangeError(f"{path}: key 'velocities': expected shape (B, T, 2) with "
+                               f"B, T >= 1, got {v.shape}")
+    v = _check_array(path, "velocities", v, v.shape)
+    if "positions" in arrays:
+        x = _check_array(path, "positions", arrays["positions"], v.shape)
+    else:
+        x = np.cumsum(v, axis=1)
+    return v, x, loss_config_from_meta(meta.get("loss"), path)
+
+
+def read_batch(path):
+    """Read and validate a SPEC §8.2 file: returns (velocities, positions, loss_cfg, meta)."""
+    meta, arrays = read_npz(path, (BATCH_FORMAT,))
+    return (*check_batch(arrays, meta, os.fspath(path)), meta)
+
+
+# ---------------------------------------------------------------- result (SPEC §8.3)
+
+def result_shapes(n_units, mlp_sizes, batch_size, seq_len):
+    """SPEC §8.3: the name -> shape of every entry of a result file."""
+    shapes = {"initial_state": (n_units,), "hidden_states": (batch_size, seq_len, n_units)}
+    shapes.update({f"loss/{part}": () for part in LOSS_PARTS + ("total",)})
+    shapes.update({f"grad/{k}": s for k, s in param_shapes(n_units, mlp_sizes).items()})
+    return shapes
+
+
+def check_result(arrays, path="<result>"):
+    """SPEC §8.3: validate a result; the sizes are read off its own arrays."""
+    for key in ("hidden_states", "grad/g0_raw"):
+        if key not in arrays:
+            raise InterchangeError(f"{path}: key '{key}': missing")
+    if arrays["hidden_states"].ndim != 3:
+        raise InterchangeError(f"{path}: key 'hidden_states': expected shape (B, T, N), "
+                               f"got {arrays['hidden_states'].shape}")
+    batch_size, seq_len, n_units = arrays["hidden_states"].shape
+    n_layers = sum(1 for k in arrays if k.startswith("grad/mlp/W"))
+    hidden = [arrays.get(f"grad/mlp/W{k}", np.zeros(0)) for k in range(n_layers - 1)]
+    sizes = [2] + [w.shape[-1] if w.ndim else -1 for w in hidden] + [n_units * n_units]
+    shapes = result_shapes(n_units, sizes, batch_size, seq_len)
+    _check_keys(path, arrays, shapes, "key(s)")
+    return {k: _check_array(path, k, arrays[k], shapes[k]) for k in shapes}
+
+
+def write_result(path, result, **extra_meta):
+    """Write a SPEC §8.3 result file (a dict keyed as in result_shapes)."""
+    arrays = check_result({k: np.asarray(v) for k, v in result.items()}, os.fspath(path))
+    write_npz(path, arrays, {**extra_meta, "format": RESULT_FORMAT, "version": VERSION})
+
+
+def read_result(path):
+    """Read and validate a SPEC §8.3 result file: returns (result, meta)."""
+    meta, arrays = read_npz(path, (RESULT_FORMAT,))
+    return check_result(arrays, os.fspath(path)), meta
+
+
+# ---------------------------------------------------------------- producing files
+
+def _config(preset_or_config):
+    return (config_preset(preset_or_config) if isinstance(preset_or_config, str)
+            else preset_or_config)
+
+
+def make_batch(cfg, seed=0, mode=None, out=None):
+    """SPEC §2 batch as a §8.2 file: returns (velocities, positions, loss_cfg, meta).
+
+    `cfg` is a Config or a preset name; `mode` ("permutation"/"identity") defaults to
+    cfg.data.mode. The loss settings of cfg go into the meta. Written to `out` if given.
+    """
+    cfg = _config(cfg)
+    mode = mode or cfg.data.mode
+    batch = sample_batch(np.random.default_rng(seed), cfg.data.batch_size, cfg.data.seq_len,
+                         vmax=cfg.data.vmax, mode=mode)
+    provenance = {"seed": seed, "mode": mode, "vmax": cfg.data.vmax}
+    if out is not None:
+        write_batch(out, batch.velocities, batch.positions, cfg.loss, **provenance)
+    meta = {**provenance, "format": BATCH_FORMAT, "version": VERSION, "loss": loss_meta(cfg.loss)}
+    return batch.velocities, batch.positions, cfg.loss, meta
+
+
+def init_params_file(preset=DEFAULT_PRESET, seed=0, out=None):
+    """SPEC §3.3-§3.4 fresh parameters as a §8.1 file: returns (params, meta)."""
+    cfg = _config(preset)
+    params = init_params(np.random.default_rng(seed), cfg.model.n_units, cfg.model.hidden,
+                         cfg.model.n_layers)
+    if out is not None:
+        write_params(out, params, cfg.model.norm_eps, seed=seed)
+    return params, params_meta(params, cfg.model.norm_eps)
+
+
+def export_params(source, out):
+    """Write the parameters of a run directory or checkpoint as a §8.1 file: returns meta."""
+    path = resolve_checkpoint(source)
+    ckpt = load_checkpoint(path)
+    provenance = {"source": os.path.abspath(path), "step": int(ckpt["step"])}
+    write_params(out, ckpt["params"], ckpt["config"].model.norm_eps, **provenance)
+    return {**provenance, **params_meta(ckpt["params"], ckpt["config"].model.norm_eps)}
+
+
+def crosscheck(params_path, batch_path, out=None, overrides=None):
+    """SPEC §8.3: the reference result for a params and a batch file, in float64.
+
+    Loss settings come from the batch meta, else the paper values; `overrides` (a dict of
+    LossConfig fields, None entries ignored) wins over both. Gradients are autograd's.
+    """
+    params, pmeta = read_params(params_path)
+    velocities, positions, loss_cfg, _ = read_batch(batch_path)
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if changes:
+        loss_cfg = loss_config_from_meta({**loss_meta(loss_cfg), **changes}, "overrides")
+    eps = pmeta["norm_eps"]
+
+    def forward(p):
+        g0, states = rollout(p, velocities, norm_eps=eps)
+        total, parts = sic_loss(states, positions, loss_cfg, velocities=velocities,
+                                initial_state=g0)
+        return total, (g0, states, parts)
+
+    total, grads = value_and_grad(lambda p: forward(p)[0])(params)
+    _, (g0, states, parts) = forward(params)
+    result = {"initial_state": g0, "hidden_states": states, "loss/total": total}
+    result.update({f"loss/{part}": parts[part] for part in LOSS_PARTS})
+    result.update({f"grad/{name}": grads[name] for name in params})
+    result = {k: np.asarray(v, dtype=np.float64) for k, v in result.items()}
+    if out is not None:
+        write_result(out, result, producer=f"sicref {__version__} (numpy + autograd)",
+                     dtype="float64", loss=loss_meta(loss_cfg))
+    return result
+
+
+# ---------------------------------------------------------------- comparing files
+
+class KeyComparison(NamedTuple):
+    """One row of a comparison; errors are NaN where the key could not be compared."""
+    key: str
+    shape_a: Optional[tuple]
+    shape_b: Optional[tuple]
+    max_abs_err: float
+    max_rel_err: float
+    passed: bool
+    note: str
+
+
+class Comparison(NamedTuple):
+    path_a: str
+    path_b: str
+    rtol: float
+    atol: float
+    rows: list
+
+    @property
+    def passed(self):
+        return all(row.passed for row in self.rows)
+
+
+def compare(a, b, rtol=1e-9, atol=0.0, keys=None):
+    """Compare two SPEC §8 files of the same format, key by key.
+
+    Per key: max_abs_err = max |a - b|; max_rel_err = max_abs_err / scale with
+    scale = max(max |a|, max |b|) (relative to the key's own magnitude, so entries near
+    zero do not dominate); pass iff max_abs_err <= atol + rtol * scale. Missing keys,
+    shape mismatches and non-finite values fail and are reported, never raised.
+    `keys` are glob patterns (e.g. "grad/*"); default every key of either file.
+    Unusable files (InterchangeError) raise.
+    """
+    meta_a, arrays_a = read_npz(a)
+    meta_b, arrays_b = read_npz(b)
+    if meta_a["format"] != meta_b["format"]:
+        raise InterchangeError(f"{os.fspath(b)}: format {meta_b['format']!r} differs from "
+                               f"{meta_a['format']!r} of {os.fspath(a)}")
+    names = sorted(set(arrays_a) | set(arrays_b))
+    rows, seen = [], set()
+    for pattern in keys or ["*"]:
+        matched = [k for k in names if fnmatch.fnmatchcase(k, pattern)]
+        if not matched:
+            rows.append(KeyComparison(pattern, None, None, np.nan, np.nan, False,
+                                      "no such key in either file"))
+        for k in matched:
+            if k not in seen:
+                seen.add(k)
+                rows.append(_compare_key(k, arrays_a.get(k), arrays_b.get(k), rtol, atol))
+    return Comparison(os.fspath(a), os.fspath(b), rtol, atol, rows)
+
+
+def _compare_key(key, a, b, rtol, atol):
+    shape_a = None if a is None else a.shape
+    shape_b = None if b is None else b.shape
+
+    def fail(note):
+        return KeyComparison(key, shape_a, shape_b, np.nan, np.nan, False, note)
+
+    if a is None or b is None:
+        return fail("missing in " + ("A" if a is None else "B"))
+    if a.shape != b.shape:
+        return fail("shape mismatch")
+    if a.dtype.kind not in "biuf" or b.dtype.kind not in "biuf":
+        return fail("not a real numeric array")
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return fail("non-finite values")
+    if a.size == 0:
+        return KeyComparison(key, shape_a, shape_b, 0.0, 0.0, True, "")
+    abs_err = float(np.max(np.abs(a - b)))
+    scale = float(max(np.max(np.abs(a)), np.max(np.abs(b))))
+    rel_err = abs_err / scale if scale > 0 else 0.0
+    return KeyComparison(key, shape_a, shape_b, abs_err, rel_err,
+                         abs_err <= atol + rtol * scale, "")
+
+
+def format_comparison(report):
+    """The comparison as a text table, one key per line."""
+    shape = lambda s: "-" if s is None else str(s)
+    lines = [f"A: {report.path_a}", f"B: {report.path_b}",
+             f"pass iff max|A-B| <= atol + rtol * max(|A|, |B|); "
+             f"rtol={report.rtol:g} atol={report.atol:g}", ""]
+    width = max([len(row.key) for row in report.rows] + [3])
+    lines.append(f"{'key':<{width}}  {'shape':<16}  {'max abs err':>11}  "
+                 f"{'max rel err':>11}  result")
+    for row in report.rows:
+        shapes = shape(row.shape_a) if row.shape_a == row.shape_b else \
+            f"{shape(row.shape_a)} vs {shape(row.shape_b)}"
+        verdict = "pass" if row.passed else "FAIL" + (f" ({row.note})" if row.note else "")
+        lines.append(f"{row.key:<{width}}  {shapes:<16}  {row.max_abs_err:11.3e}  "
+                     f"{row.max_rel_err:11.3e}  {verdict}")
+    n_pass = sum(row.passed for row in report.rows)
+    lines.append(f"\n{n_pass} of {len(report.rows)} keys pass")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- command line
+
+def add_interchange_commands(subparsers):
+    """Register make-batch, export-params, init-params, crosscheck and compare."""
+    p = subparsers.add_parser("make-batch", help="write a SPEC §8.2 batch file")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--preset", default=DEFAULT_PRESET,
+                        help=f"config preset (default: {DEFAULT_PRESET})")
+    source.add_argument("--config", help="config JSON file (instead of --preset)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", choices=("permutation", "identity"),
+                   help="augmentation (default: the config's)")
+    p.add_argument("--out", required=True, help="BATCH.npz to write")
+    p.set_defaults(func=_cmd_make_batch)
+
+    p = subparsers.add_parser("export-params", help="write a run's parameters (SPEC §8.1)")
+    p.add_argument("source", help="run directory (uses checkpoints/latest.npz) or checkpoint")
+    p.add_argument("--out", required=True, help="PARAMS.npz to write")
+    p.set_defaults(func=_cmd_export_params)
+
+    p = subparsers.add_parser("init-params", help="write fresh parameters (SPEC §8.1)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--preset", default=DEFAULT_PRESET,
+                        help=f"config preset (default: {DEFAULT_PRESET})")
+    source.add_argument("--config", help="config JSON file (instead of --preset)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="PARAMS.npz to write")
+    p.set_defaults(func=_cmd_init_params)
+
+    p = subparsers.add_parser("crosscheck", help="reference states, losses and gradients "
+                                                 "(SPEC §8.3) for a params and a batch file")
+    p.add_argument("params")
+    p.add_argument("batch")
+    p.add_argument("--out", required=True, help="RESULT.npz to write")
+    for flag in LOSS_META_KEYS[:-1]:
+        p.add_argument("--" + flag.replace("_", "-"), type=float, dest=flag,
+                       help="override the batch's loss setting")
+    p.add_argument("--reduction", choices=("mean", "sum"), help="override the batch's")
+    p.set_defaults(func=_cmd_crosscheck)
+
+    p = subparsers.add_parser("compare", help="compare two SPEC §8 files key by key; exit 0 "
+                                              "all pass, 1 some fail, 2 unusable files")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--rtol", type=float, default=1e-9, help="default 1e-9 (float64 vs float64)")
+    p.add_argument("--atol", type=float, default=0.0)
+    p.add_argument("--keys", nargs="+", help="glob patterns, e.g. 'loss/*' 'grad/*'")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _reporting_errors(name):
+    """A file, checkpoint or config error (all ValueErrors) or an OSError in command
+    `name` prints one line and returns exit code 2."""
+    def wrap(command):
+        def handler(args):
+            try:
+                return command(args)
+            except (ValueError, OSError) as e:
+                print(f"sicref {name}: error: {e}", file=sys.stderr)
+                return 2
+        return handler
+    return wrap
+
+
+def _config_from_args(args):
+    return load_config(args.config) if args.config else config_preset(args.preset)
+
+
+@_reporting_errors("make-batch")
+def _cmd_make_batch(args):
+    make_batch(_config_from_args(args), args.seed, args.mode, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+@_reporting_errors("export-params")
+def _cmd_export_params(args):
+    meta = export_params(args.source, args.out)
+    print(f"wrote {args.out} (step {meta['step']}, n_units {meta['n_units']}, "
+          f"mlp_sizes {meta['mlp_sizes']})")
+    return 0
+
+
+@_reporting_errors("init-params")
+def _cmd_init_params(args):
+    init_params_file(_config_from_args(args), args.seed, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+@_reporting_errors("crosscheck")
+def _cmd_crosscheck(args):
+    result = crosscheck(args.params, args.batch, args.out,
+                        {key: getattr(args, key) for key in LOSS_META_KEYS})
+    for part in LOSS_PARTS + ("total",):
+        print(f"loss/{part:<19} {float(result['loss/' + part]): .17g}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+@_reporting_errors("compare")
+def _cmd_compare(args):
+    report = compare(args.a, args.b, args.rtol, args.atol, args.keys)
+    print(format_comparison(report))
+    return 0 if report.passed else 1
