@@ -18,12 +18,14 @@ from .checkpoint import atomic_write_text
 from .config import config_to_dict, preset, replace, save_config
 
 
-def parse_override(text):
+def parse_override(text, base):
     """'section.field=v1,v2' -> (section, field, [values]) with JSON-typed values."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise ValueError(f"override {text!r} must look like section.field=value[,value]")
     key, values = text.split("=", 1)
     section, field = key.split(".", 1)
+    if not hasattr(base, section) or not hasattr(getattr(base, section), field):
+        raise ValueError(f"override {text!r}: unknown config field {section}.{field}")
     parsed = []
     for v in values.split(","):
         try:
@@ -33,9 +35,19 @@ def parse_override(text):
     return section, field, parsed
 
 
+def one_at_a_time_configs(base, overrides):
+    """The base config, then each override value changed alone; returns [(name, Config)]."""
+    out = [("base", base)]
+    for section, field, values in (parse_override(o, base) for o in overrides):
+        for value in values:
+            if getattr(getattr(base, section), field) != value:
+                out.append((f"{field}={value}", replace(base, **{section: {field: value}})))
+    return out
+
+
 def grid_configs(base, overrides):
     """Every combination of the override values; returns [(name, Config)]."""
-    axes = [parse_override(o) for o in overrides]
+    axes = [parse_override(o, base) for o in overrides]
     out = []
     for combo in itertools.product(*[vals for _, _, vals in axes]):
         changes, parts = {}, []
@@ -122,9 +134,10 @@ def write_table(sweep_dir, rows):
 
 
 def sweep(base, overrides, sweep_dir, jobs=2, threads=1, arena=2.0, max_seconds=None,
-          log=print):
-    """Run every config of the grid (jobs at a time); returns the table rows."""
-    configs = grid_configs(base, overrides)
+          mode="grid", log=print):
+    """Run every config of the grid or one-at-a-time design (jobs at a time);
+    returns the table rows."""
+    configs = (one_at_a_time_configs if mode == "oat" else grid_configs)(base, overrides)
     os.makedirs(sweep_dir, exist_ok=True)
     log(f"sweep: {len(configs)} runs, {jobs} at a time -> {sweep_dir}")
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -147,6 +160,8 @@ def add_sweep_commands(sub):
     p.add_argument("--config", metavar="FILE.json", help="base config (instead of preset)")
     p.add_argument("--set", dest="overrides", nargs="*", default=[],
                    metavar="SECTION.FIELD=V1,V2", help="values to sweep")
+    p.add_argument("--mode", choices=["grid", "oat"], default="grid",
+                   help="every combination, or the base plus one change at a time")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="BLAS threads per run")
     p.add_argument("--arena", type=float, default=2.0)
@@ -162,5 +177,5 @@ def _cmd_sweep(args):
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     rows = sweep(base, args.overrides, args.out, args.jobs, args.threads, args.arena,
-                 args.max_seconds)
+                 args.max_seconds, args.mode)
     return 0 if all(r["status"] == "done" for r in rows) else 1

@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pytest
+
+from sicref.cli import main
+from sicref.config import preset, replace
+from sicref.evaluate import WalkConfig, distance_curve, path_invariance_error, random_walks
+from sicref.model import init_params
+from sicref.sweep import grid_configs, one_at_a_time_configs, parse_override
+from sicref.train import train
+
+
+@pytest.mark.parametrize("L", [1.0, 2.0, 4.0])
+def test_walks_stay_in_the_arena_and_velocities_are_the_displacements(L):
+    v, x = random_walks(np.random.default_rng(0), L, WalkConfig(n_walks=20, n_steps=300))
+    assert np.all(np.abs(x) <= L / 2 + 1e-12)
+    np.testing.assert_allclose(np.cumsum(v, axis=1), x, atol=1e-10)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=-1), 0.06)
+    # the walks reach the walls: coverage is not confined to the centre
+    assert np.abs(x).max() > 0.45 * L
+
+
+def test_path_invariance_error_is_zero_for_a_constant_code():
+    cfg = preset("tiny")
+    params = init_params(np.random.default_rng(0), cfg.model.n_units, cfg.model.hidden)
+    # zero recurrent matrices except a positive bias: every state is the same vector
+    for k in range(3):
+        params[f"mlp/W{k}"] = np.zeros_like(params[f"mlp/W{k}"])
+    params["mlp/b2"] = np.abs(params["mlp/b2"]) + 0.1
+    r = path_invariance_error(params, cfg, np.random.default_rng(1), n_bases=3)
+    assert r["within"] == pytest.approx(0, abs=1e-12)
+
+
+def test_distance_curve_of_a_code_equal_to_position():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(1, 500, 2))
+    curve = distance_curve(x, x, rng, n_points=300, n_bins=10)
+    mid = np.array(curve["spatial"])
+    np.testing.assert_allclose(curve["neural"], mid, atol=0.6 * (mid[1] - mid[0]))
+
+
+def test_evaluate_writes_every_file(tmp_path):
+    run = tmp_path / "run"
+    train(replace(preset("tiny"), train={"steps": 10}), run, log=lambda s: None)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run), "--arena", "1", "2", "--nbins", "16",
+                 "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    expected = {"summary.json", "distance.png", "arenas.png", "losses.png"}
+    for tag in ("1m", "2m"):
+        expected |= {f"ratemaps_{tag}.png", f"sacs_{tag}.png", f"gridness_{tag}.png"}
+    assert expected <= names
+    s = json.loads((out / "summary.json").read_text())
+    a = s["arenas"]["2m"]
+    assert len(a["units"]) == 8 and 0 <= a["grid_fraction"] <= 1
+    assert {"score60", "score60_mean", "score90", "period_m", "orientation",
+            "module"} <= set(a["units"][0])
+    assert 0 < a["coverage"] <= 1
+    assert "relative" in s["path_invariance"] and s["distance_curve"]["neural"]
+    # the output directory is not overwritten silently
+    assert main(["evaluate", str(run), "--out", str(out)]) == 2
+
+
+def test_sweep_designs():
+    base = preset("tiny")
+    grid = grid_configs(base, ["loss.sigma_g=0.3,0.5", "train.seed=0,1"])
+    assert len(grid) == 4 and grid[3][1].loss.sigma_g == 0.5 and grid[3][1].train.seed == 1
+    oat = one_at_a_time_configs(base, ["loss.sigma_g=0.3,0.5", "model.n_units=8,16"])
+    assert [n for n, _ in oat] == ["base", "sigma_g=0.3", "sigma_g=0.5", "n_units=16"]
+    with pytest.raises(ValueError, match="loss.sigmag"):
+        parse_override("loss.sigmag=1", base)
+
+
+def test_sweep_runs_and_does_not_redo_finished_runs(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--preset", "tiny", "--set", "train.steps=10", "loss.sigma_g=0.3,0.5",
+            "--out", str(out)]
+    assert main(args) == 0
+    rows = [json.loads(ln) for ln in (out / "table.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["done", "done"]
+    stamp = (out / "steps=10_sigma_g=0.3/evaluation/summary.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "steps=10_sigma_g=0.3/evaluation/summary.json").stat().st_mtime_ns == stamp
+    assert "| steps=10_sigma_g=0.5 | done |" in (out / "table.md").read_text()
+
+
+def test_main_job_trains_evaluates_and_continues(tmp_path, capsys):
+    out = tmp_path / "main"
+    assert main(["run", "--preset", "tiny", "--steps", "10", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "figures:" in err and "grid units" in err
+    s = json.loads((out / "evaluation/summary.json").read_text())
+    assert set(s["arenas"]) == {"2m", "3m", "4m"} and s["step"] == 10
+    # a second call with more steps continues the same run
+    assert main(["run", "--preset", "tiny", "--steps", "15", "--out", str(out)]) == 0
+    s = json.loads((out / "evaluation/summary.json").read_text())
+    assert s["step"] == 15
