@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, signal
 
-from sicref.lattice import lattice_period_orientation, sac_peaks, spectral_period  # noqa: F401  (SPEC §7.5)
-from sicref.modules import find_modules  # noqa: F401  (SPEC §7.6)
+# Period, orientation (SPEC §7.5) and modules (SPEC §7.6) live in their own files and are
+# part of this module's API.
+from sicref.lattice import lattice_period_orientation, sac_peaks, spectral_period  # noqa: F401
+from sicref.modules import find_modules  # noqa: F401
 
 ROTATION_ANGLES = (30, 45, 60, 90, 120, 135, 150)
 RING_INNER_RADIUS = 0.2
@@ -43,7 +45,7 @@ class GridScore:
 
 @dataclass(frozen=True)
 class GridScores:
-    """Gridness of a batch of U ratemaps: the fields of GridScore as arrays ((U,), ring (U, 2))."""
+    """Gridness of U ratemaps: the fields of GridScore as arrays, (U,) each, ring (U, 2)."""
 
     score60: np.ndarray
     score60_mean: np.ndarray
@@ -65,7 +67,7 @@ def ratemaps(positions, activations, arena_size, nbins=32):
     if positions.ndim != 2 or positions.shape[1] != 2:
         raise ValueError(f"positions must be (M, 2), got {positions.shape}")
     if activations.ndim != 2 or activations.shape[0] != positions.shape[0]:
-        raise ValueError(f"activations must be (M, U) with M = {positions.shape[0]}, got {activations.shape}")
+        raise ValueError(f"activations must be (M, U), M = {len(positions)}: {activations.shape}")
     index = np.floor((positions / arena_size + 0.5) * nbins).astype(int)
     ix, iy = np.clip(index, 0, nbins - 1).T
     flat_bin = iy * nbins + ix
@@ -83,7 +85,7 @@ def _lagged_sums(a, b):
 
 
 def _pearson_from_sums(n, sx, sy, sxx, syy, sxy, variance_floor):
-    """Pearson r of paired samples given their sums; NaN where either variance is below the floor."""
+    """Pearson r of paired samples from their sums; NaN where a variance is below the floor."""
     with np.errstate(divide="ignore", invalid="ignore"):
         mx, my = sx / n, sy / n
         vx, vy = sxx / n - mx**2, syy / n - my**2
@@ -110,12 +112,9 @@ def autocorrelogram(ratemap, min_overlap=MIN_OVERLAP):
     w = visited.astype(float)
     n = np.rint(_lagged_sums(w, w))
     mean_square = (x**2).sum(axis=(-2, -1), keepdims=True) / np.maximum(count, 1)
-    r = _pearson_from_sums(
-        n, _lagged_sums(x, w), _lagged_sums(w, x), _lagged_sums(x * x, w), _lagged_sums(w, x * x),
-        _lagged_sums(x, x),
-        # Below this a lag's variance is FFT round-off of a constant map, not signal.
-        variance_floor=1e-10 * mean_square,
-    )
+    sums = [_lagged_sums(a, b) for a, b in ((x, w), (w, x), (x * x, w), (w, x * x), (x, x))]
+    # Below this floor a lag's variance is FFT round-off of a constant map, not signal.
+    r = _pearson_from_sums(n, *sums, variance_floor=1e-10 * mean_square)
     return np.where(n >= min_overlap, r, np.nan)
 
 
@@ -141,8 +140,10 @@ def rotated_autocorrelograms(sac):
     filled = np.where(defined, sac, 0.0)
     rotated = []
     for angle in ROTATION_ANGLES:
-        values = ndimage.rotate(filled, angle, axes=(-1, -2), reshape=False, order=1)
-        coverage = ndimage.rotate(defined.astype(float), angle, axes=(-1, -2), reshape=False, order=1)
+        values, coverage = (
+            ndimage.rotate(a, angle, axes=(-1, -2), reshape=False, order=1)
+            for a in (filled, defined.astype(float))
+        )
         rotated.append(np.where(coverage > 1 - 1e-9, values, np.nan))
     return np.stack(rotated)
 
@@ -161,7 +162,8 @@ def rotational_correlations(sac, rings):
         y = rotated.reshape(x.shape)
         both = np.isfinite(x) & np.isfinite(y)
         xb, yb = np.where(both, x, 0.0), np.where(both, y, 0.0)
-        sums = [a @ ring_columns for a in (both.astype(float), xb, yb, xb * xb, yb * yb, xb * yb)]
+        paired = (both.astype(float), xb, yb, xb * xb, yb * yb, xb * yb)
+        sums = [a @ ring_columns for a in paired]
         correlations.append(_pearson_from_sums(*sums, variance_floor=1e-12))
     return np.stack(correlations, axis=-1)
 
@@ -175,7 +177,8 @@ def gridness_from_correlations(c):
     return score60, score60_mean, score90
 
 
-def grid_scores(ratemaps, inner=RING_INNER_RADIUS, outers=RING_OUTER_RADII, min_overlap=MIN_OVERLAP):
+def grid_scores(ratemaps, inner=RING_INNER_RADIUS, outers=RING_OUTER_RADII,
+                min_overlap=MIN_OVERLAP):
     """SPEC §7.4-§7.5: grid scores, best ring, period and orientation of U ratemaps (U, n, n).
 
     Every ring gives score60 (min-max form); the ring with the highest score60 is reported
@@ -186,12 +189,13 @@ def grid_scores(ratemaps, inner=RING_INNER_RADIUS, outers=RING_OUTER_RADII, min_
     if maps.ndim != 3 or maps.shape[1] != maps.shape[2]:
         raise ValueError(f"ratemaps must be (U, n, n), got {maps.shape}")
     sacs = autocorrelogram(maps, min_overlap)
-    per_ring = gridness_from_correlations(rotational_correlations(sacs, ring_masks(maps.shape[1], inner, outers)))
+    rings = ring_masks(maps.shape[1], inner, outers)
+    per_ring = gridness_from_correlations(rotational_correlations(sacs, rings))
     best = np.argmax(np.nan_to_num(per_ring[0], nan=-np.inf), axis=1)[:, None]
     score60, score60_mean, score90 = (np.take_along_axis(s, best, axis=1)[:, 0] for s in per_ring)
-    ring = np.column_stack([np.full(len(maps), inner), np.asarray(outers, dtype=float)[best[:, 0]]])
+    ring = np.column_stack([np.full(len(maps), inner), np.asarray(outers)[best[:, 0]]])
     # Peak sets differ in size from unit to unit, so this step goes unit by unit.
-    lattice = np.array([lattice_period_orientation(sac) for sac in sacs]).reshape(len(maps), 2)
+    lattice = np.array([lattice_period_orientation(sac) for sac in sacs]).reshape(-1, 2)
     return GridScores(
         score60=score60,
         score60_mean=score60_mean,
@@ -202,7 +206,8 @@ def grid_scores(ratemaps, inner=RING_INNER_RADIUS, outers=RING_OUTER_RADII, min_
     )
 
 
-def grid_score(ratemap, inner=RING_INNER_RADIUS, outers=RING_OUTER_RADII, min_overlap=MIN_OVERLAP):
+def grid_score(ratemap, inner=RING_INNER_RADIUS, outers=RING_OUTER_RADII,
+               min_overlap=MIN_OVERLAP):
     """SPEC §7.4-§7.5: GridScore of one (n, n) ratemap; see grid_scores."""
     scores = grid_scores(np.asarray(ratemap, dtype=float)[None], inner, outers, min_overlap)
     return GridScore(
@@ -218,7 +223,8 @@ def grid_score(ratemap, inner=RING_INNER_RADIUS, outers=RING_OUTER_RADII, min_ov
 def field_shuffles(ratemap, rng, n_shuffles=100, field_level=0.5):
     """SPEC §7.4 shuffle test: copies of the map with every firing field moved at random.
 
-    Fields are the connected regions above min + field_level * (max - min). Each copy
+    Fields are the connected regions above min + field_level * (max - min), field_level
+    in [0, 1). Each copy
     starts from the median of the bins outside fields and pastes every field, its shape
     and values intact, at a uniformly random place inside the arena (the larger value
     wins where two overlap); unvisited bins stay NaN. Field number, size and shape
@@ -232,8 +238,9 @@ def field_shuffles(ratemap, rng, n_shuffles=100, field_level=0.5):
     level = m[visited].min() + field_level * np.ptp(m[visited])
     in_field = visited & (m > level)
     labels, _ = ndimage.label(in_field)
-    fields = [(np.where(labels[box] == k + 1, m[box], -np.inf)) for k, box in enumerate(ndimage.find_objects(labels))]
-    background = np.median(m[visited & ~in_field]) if (visited & ~in_field).any() else level
+    boxes = ndimage.find_objects(labels)
+    fields = [np.where(labels[box] == k + 1, m[box], -np.inf) for k, box in enumerate(boxes)]
+    background = np.median(m[visited & ~in_field])
     n_rows, n_cols = m.shape
     shuffles = np.full((n_shuffles,) + m.shape, background)
     for shuffle in shuffles:
@@ -245,7 +252,7 @@ def field_shuffles(ratemap, rng, n_shuffles=100, field_level=0.5):
 
 
 def shuffle_threshold(ratemap, rng, n_shuffles=100, percentile=95.0, field_level=0.5):
-    """SPEC §7.4 shuffle test: the percentile of score60 over field-shuffled copies of the map.
+    """SPEC §7.4 shuffle test: a percentile of score60 over field-shuffled copies of the map.
 
     A unit passes when its own score60 exceeds this value. NaN if no shuffle has a score.
     """
@@ -256,10 +263,11 @@ def shuffle_threshold(ratemap, rng, n_shuffles=100, percentile=95.0, field_level
 
 
 def is_grid(score60, threshold=GRID_THRESHOLD, shuffle_thresholds=None):
-    """SPEC §7.4: grid units have score60 > threshold and, where given, above their shuffle threshold.
+    """SPEC §7.4: grid units score60 > threshold and, where given, > their shuffle threshold.
 
-    SPEC §10: smooth noise reaches score60 ~0.3 on 32-bin maps, so a threshold near 0.3
-    wants the shuffle test or a margin. NaN scores are never grid.
+    SPEC §10: smooth noise maps of 32 bins reach score60 of 0.3 and more (docs/analysis.md
+    measures a 95th percentile near 0.55), so a threshold of 0.3 wants the shuffle test or
+    a margin. NaN scores are never grid.
     """
     score60 = np.asarray(score60, dtype=float)
     grid = score60 > threshold

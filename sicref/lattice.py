@@ -67,7 +67,8 @@ def spectral_period(ratemap, pad_factor=8):
     visited = np.isfinite(maps)
     filled = np.where(visited, maps, 0.0)
     count = visited.sum(axis=(1, 2), keepdims=True)
-    centred = np.where(visited, filled - filled.sum(axis=(1, 2), keepdims=True) / np.maximum(count, 1), 0.0)
+    mean = filled.sum(axis=(1, 2), keepdims=True) / np.maximum(count, 1)
+    centred = np.where(visited, filled - mean, 0.0)
     size = pad_factor * n
     power = np.abs(np.fft.rfft2(centred, s=(size, size))) ** 2
     frequency = np.hypot(np.fft.fftfreq(size)[:, None], np.fft.rfftfreq(size)[None, :])

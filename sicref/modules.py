@@ -64,6 +64,8 @@ def find_modules(periods, min_ratio=1.2, min_size=3, bandwidth=None, max_valley=
 
     Returns (labels (U,) int with -1 for no module, module periods (K,) ascending).
     """
+    if min_ratio <= 1:
+        raise ValueError(f"min_ratio must exceed 1, got {min_ratio}")
     periods = np.asarray(periods, dtype=float)
     labels = np.full(periods.shape, -1)
     with np.errstate(invalid="ignore"):
@@ -75,8 +77,13 @@ def find_modules(periods, min_ratio=1.2, min_size=3, bandwidth=None, max_valley=
     grid = np.arange(x[0] - 3 * h, x[-1] + 3 * h, h / 20)
     density = _log_period_density(x, grid, h)
     cuts = _density_minima(density)
-    while (k := _weakest_invalid_boundary(x, grid, density, cuts, min_ratio, max_valley, min_size)) is not None:
+    while True:
+        k = _weakest_invalid_boundary(x, grid, density, cuts, min_ratio, max_valley, min_size)
+        if k is None:
+            break
         cuts = np.delete(cuts, k)
     labels[usable] = _segment_labels(np.log(periods[usable]), grid[cuts])
-    module_periods = np.array([np.exp(np.median(np.log(periods[labels == k]))) for k in range(len(cuts) + 1)])
+    module_periods = np.array(
+        [np.exp(np.median(np.log(periods[labels == k]))) for k in range(len(cuts) + 1)]
+    )
     return labels, module_periods
