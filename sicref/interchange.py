@@ -13,6 +13,7 @@ autograd; `compare` sets two files side by side. docs/crosscheck.md describes th
 formats for authors of other implementations.
 """
 
+import dataclasses
 import fnmatch
 import json
 import os
@@ -238,15 +239,20 @@ def loss_config_from_meta(loss, path="<batch>"):
         return LossConfig()
     if not isinstance(loss, dict):
         raise InterchangeError(f"{path}: meta 'loss': expected a JSON object, got {loss!r}")
-    unknown = sorted(set(loss) - set(LOSS_META_KEYS))
+    return _loss_config(LossConfig(), loss, LOSS_META_KEYS, f"{path}: meta 'loss'")
+
+
+def _loss_config(base, changes, allowed, where):
+    """`base` with `changes` applied, checked by the config validator."""
+    unknown = sorted(set(changes) - set(allowed))
     if unknown:
-        raise InterchangeError(f"{path}: meta 'loss': unknown setting(s) {unknown}; "
-                               f"expected some of {list(LOSS_META_KEYS)}")
-    loss_cfg = LossConfig(**loss)
+        raise InterchangeError(f"{where}: unknown setting(s) {unknown}; expected some of "
+                               f"{list(allowed)}")
+    loss_cfg = dataclasses.replace(base, **changes)
     try:
         validate(Config(loss=loss_cfg))
     except ConfigError as e:
-        raise InterchangeError(f"{path}: meta 'loss': {e}") from e
+        raise InterchangeError(f"{where}: {e}") from e
     return loss_cfg
 
 
@@ -374,13 +380,13 @@ def crosscheck(params_path, batch_path, out=None, overrides=None):
     """SPEC §8.3: the reference result for a params and a batch file, in float64.
 
     Loss settings come from the batch meta, else the paper values; `overrides` (a dict of
-    LossConfig fields, None entries ignored) wins over both. Gradients are autograd's.
+    LossConfig fields, None entries ignored; "method" picks the reference or the
+    memory-bounded pair terms) wins over both. Gradients are autograd's.
     """
     params, pmeta = read_params(params_path)
     velocities, positions, loss_cfg, _ = read_batch(batch_path)
     changes = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if changes:
-        loss_cfg = loss_config_from_meta({**loss_meta(loss_cfg), **changes}, "overrides")
+    loss_cfg = _loss_config(loss_cfg, changes, LOSS_META_KEYS + ("method",), "overrides")
     eps = pmeta["norm_eps"]
 
     def forward(p):
@@ -397,7 +403,7 @@ def crosscheck(params_path, batch_path, out=None, overrides=None):
     result = {k: np.asarray(v, dtype=np.float64) for k, v in result.items()}
     if out is not None:
         write_result(out, result, producer=f"sicref {__version__} (numpy + autograd)",
-                     dtype="float64", loss=loss_meta(loss_cfg))
+                     dtype="float64", loss=loss_meta(loss_cfg), method=loss_cfg.method)
     return result
 
 
@@ -539,6 +545,8 @@ def add_interchange_commands(subparsers):
         p.add_argument("--" + flag.replace("_", "-"), type=float, dest=flag,
                        help="override the batch's loss setting")
     p.add_argument("--reduction", choices=("mean", "sum"), help="override the batch's")
+    p.add_argument("--method", choices=("reference", "fast"),
+                   help="pair terms: reference (P x P, default) or fast (row blocks, less memory)")
     p.set_defaults(func=_cmd_crosscheck)
 
     p = subparsers.add_parser("compare", help="compare two SPEC §8 files key by key; exit 0 "
@@ -594,7 +602,7 @@ def _cmd_init_params(args):
 @_reporting_errors("crosscheck")
 def _cmd_crosscheck(args):
     result = crosscheck(args.params, args.batch, args.out,
-                        {key: getattr(args, key) for key in LOSS_META_KEYS})
+                        {key: getattr(args, key) for key in LOSS_META_KEYS + ("method",)})
     for part in LOSS_PARTS + ("total",):
         print(f"loss/{part:<19} {float(result['loss/' + part]): .17g}")
     print(f"wrote {args.out}")

@@ -213,6 +213,16 @@ def test_crosscheck_takes_loss_settings_from_batch_meta_then_overrides(tmp_path)
         crosscheck(params_path, batch_path, overrides={"sigma_x": -1.0})
 
 
+def test_crosscheck_fast_method_agrees_with_the_reference(tmp_path):
+    pytest.importorskip("sicref.fastloss")
+    params_path, batch_path = tiny_files(tmp_path)
+    crosscheck(params_path, batch_path, tmp_path / "ref.npz")
+    crosscheck(params_path, batch_path, tmp_path / "fast.npz", {"method": "fast"})
+    assert read_result(tmp_path / "fast.npz")[1]["method"] == "fast"
+    report = compare(tmp_path / "ref.npz", tmp_path / "fast.npz", rtol=1e-12)
+    assert report.passed, format_comparison(report)
+
+
 def test_golden_files_still_give_the_same_result(tmp_path):
     """Regression guard; see the module docstring for where correctness comes from."""
     crosscheck(GOLDEN_PARAMS, GOLDEN_BATCH, tmp_path / "now.npz")
