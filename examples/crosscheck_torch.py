@@ -175,9 +175,13 @@ def run(params_path, batch_path, dtype="float64", device="cpu"):
 def write_result(path, result, meta):
     """Atomic write of a SPEC §8.3 file (temp file in the same folder, then os.replace)."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, meta=np.array(json.dumps(meta)), **result)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **result)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def main(argv=None):
@@ -194,7 +198,7 @@ def main(argv=None):
         return EXIT_NO_TORCH
     try:
         result, loss = run(args.params, args.batch, args.dtype, args.device)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: shapes
         print(f"crosscheck_torch: error: {e}", file=sys.stderr)
         return EXIT_BAD_FILE
     write_result(args.out, result, {"format": "sicref-result", "version": 1,

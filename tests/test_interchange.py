@@ -26,6 +26,7 @@ import zipfile
 import numpy as np
 import pytest
 from autograd import grad
+from hypothesis import given, settings, strategies as st
 
 from sicref.checkpoint import save_checkpoint
 from sicref.cli import main as cli_main
@@ -90,6 +91,20 @@ def test_params_round_trip_keeps_names_shapes_values_and_meta(tmp_path):
     assert meta == {"format": "sicref-params", "version": 1, "n_units": 3,
                     "mlp_sizes": [2, 5, 5, 9], "activation": "relu", "norm_eps": 1e-6,
                     "step": 7}
+
+
+@settings(max_examples=15, deadline=None)
+@given(n_units=st.integers(1, 5), hidden=st.integers(1, 6), n_layers=st.integers(1, 4),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_params_round_trip_is_exact_for_any_network_size(tmp_path_factory, n_units, hidden,
+                                                         n_layers, seed):
+    params = init_params(np.random.default_rng(seed), n_units, hidden, n_layers)
+    path = tmp_path_factory.mktemp("p") / "p.npz"
+    write_params(path, params)
+    back, meta = read_params(path)
+    assert meta["mlp_sizes"] == [2] + [hidden] * (n_layers - 1) + [n_units ** 2]
+    assert sorted(back) == sorted(params)
+    assert all(np.array_equal(back[k], params[k]) for k in params)
 
 
 def test_batch_round_trip_with_and_without_positions(tmp_path):
@@ -459,6 +474,16 @@ def test_torch_example_agrees_with_crosscheck(tmp_path, dtype, rtol, reduction):
     read_result(out)  # a valid SPEC §8.3 file
     report = compare(tmp_path / "ref.npz", out, rtol=rtol)
     assert report.passed, format_comparison(report)
+
+
+def test_torch_example_refuses_unusable_files_with_exit_2(tmp_path):
+    pytest.importorskip("torch")
+    example = _load_example()
+    out = str(tmp_path / "r.npz")
+    assert example.main([GOLDEN_BATCH, GOLDEN_BATCH, "--out", out]) == 2  # wrong format
+    bad = rewrite(GOLDEN_PARAMS, tmp_path / "bad.npz", _set("mlp/W1", np.zeros((16, 17))))
+    assert example.main([str(bad), GOLDEN_BATCH, "--out", out]) == 2  # wrong shape
+    assert not os.path.exists(out)
 
 
 def test_torch_example_without_torch_exits_3(tmp_path):
