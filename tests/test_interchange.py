@@ -14,7 +14,6 @@ examples/crosscheck_torch.py agreeing to 1e-9 in float64. They were written by
                "tests/data/tiny_result.npz")
 """
 
-import dataclasses
 import importlib.util
 import io
 import json
@@ -30,7 +29,7 @@ from hypothesis import given, settings, strategies as st
 
 from sicref.checkpoint import save_checkpoint
 from sicref.cli import main as cli_main
-from sicref.config import LossConfig, preset, replace
+from sicref.config import LossConfig, preset
 from sicref.interchange import (InterchangeError, check_result, compare, crosscheck,
                                 export_params, format_comparison, init_params_file,
                                 make_batch, read_batch, read_npz, read_params,
