@@ -6,6 +6,7 @@ Parameters are a plain dict of arrays named as in the interchange format (SPEC �
 
 import autograd.numpy as np
 import numpy as onp
+from autograd.extend import defvjp_argnums, primitive
 
 
 def param_names(n_layers=3):
@@ -106,8 +107,117 @@ def rollout(params, velocities, norm_eps=1e-8):
 def rollout_permuted(params, base, perm, norm_eps=1e-8):
     """SPEC §3 note: the same states as rollout(params, base[perm]), with W(v)
     computed once per base velocity (T times) instead of once per batch element."""
-    B, T = perm.shape
     W_base = transition_matrices(params, base)  # (T, N, N)
     g0 = initial_state(params, norm_eps)
-    states = rollout_transitions(lambda t: W_base[perm[:, t]], g0, B, T, norm_eps)
-    return g0, states
+    pre = permuted_preactivations(W_base, g0, onp.asarray(perm), norm_eps)
+    return g0, norm_relu(pre, norm_eps)
+
+
+# -- the permuted recurrence as one primitive --------------------------------------------
+#
+# The forward pass is the plain loop (the same arithmetic as rollout_transitions, so
+# the states are bit-identical). Its autograd gradient, though, scatters B outer products
+# of N x N into W_base at every step and keeps every step's B gathered matrices alive
+# until the backward pass (about 1 GB at the paper's size). The hand-derived backward
+# pass below instead groups the states of a step by the base velocity they use, padded
+# to the largest group, and multiplies by W_base^T in one batched product; the gradient
+# of W_base is summed once, after the backward loop, in one product per base velocity.
+
+def _step_groups(k, n_base):
+    """Group the batch of one step by matrix index k (B,): (rows, pad, slot).
+
+    rows: the matrices used (all n_base of them unless fewer than half are used);
+    pad (len(rows), m): batch index of each slot of each group, B for an empty slot;
+    slot (B,): position of each batch element in pad.ravel().
+    """
+    B = len(k)
+    used, group = onp.unique(k, return_inverse=True)
+    if 2 * len(used) >= n_base:
+        rows, group = onp.arange(n_base), k
+    else:
+        rows = used
+    order = onp.argsort(group, kind="stable")
+    sorted_group = group[order]
+    rank = onp.empty(B, dtype=onp.intp)
+    rank[order] = onp.arange(B) - onp.searchsorted(sorted_group, sorted_group)
+    m = int(rank.max()) + 1
+    slot = group * m + rank
+    pad = onp.full(len(rows) * m, B, dtype=onp.intp)
+    pad[slot] = onp.arange(B)
+    return rows, pad.reshape(len(rows), m), slot
+
+
+def _grouped_transposed_matvec(W, groups, u):
+    """out[b] = W[k_b]^T @ u[b] for the grouping of one step (see _step_groups)."""
+    rows, pad, slot = groups
+    u_ext = onp.concatenate([u, onp.zeros((1, u.shape[1]))])
+    W_used = W if len(rows) == len(W) else W[rows]
+    return onp.matmul(u_ext[pad], W_used).reshape(-1, u.shape[1])[slot]
+
+
+def _norm_relu_vjp(a, y, y_bar, norm_eps):
+    """Cotangent of a for y = norm_relu(a), as autograd derives it from norm_relu
+    (a max() tie, at a_i = 0 or ||relu(a)|| = eps, passes half the cotangent)."""
+    r = onp.maximum(a, 0.0)
+    sq = onp.sum(r * r, axis=-1, keepdims=True)
+    norm = onp.sqrt(onp.maximum(sq, norm_eps * norm_eps))
+    through_norm = (sq > norm_eps ** 2) + 0.5 * (sq == norm_eps ** 2)
+    r_bar = (y_bar - through_norm * onp.sum(y_bar * y, axis=-1, keepdims=True) * y) / norm
+    return r_bar * ((a > 0) + 0.5 * (a == 0))
+
+
+@primitive
+def permuted_preactivations(W_base, g0, perm, norm_eps=1e-8):
+    """SPEC §3.1 with v_t = base[perm[:, t]]: the pre-activations
+    a_t = W_base[perm[:, t]] @ g_{t-1}, g_t = NormReLU(a_t), g_0 shared; (B, T, N)."""
+    B, T = perm.shape
+    g = onp.tile(g0, (B, 1))
+    pre = onp.empty((B, T, len(g0)))
+    for t in range(T):
+        pre[:, t] = onp.einsum("bij,bj->bi", W_base[perm[:, t]], g)
+        g = norm_relu(pre[:, t], norm_eps)
+    return pre
+
+
+def _permuted_preactivations_vjp(argnums, pre, args, kwargs):
+    """Backpropagation through time for permuted_preactivations (hand-derived)."""
+    W_base, g0, perm = args[:3]
+    norm_eps = args[3] if len(args) > 3 else kwargs.get("norm_eps", 1e-8)
+
+    def vjp(pre_bar):
+        B, T, N = pre.shape
+        states = norm_relu(pre, norm_eps)
+        previous = onp.concatenate([onp.tile(g0, (B, 1, 1)), states[:, :-1]], axis=1)
+        a_bar = onp.empty_like(pre)  # total cotangent of each pre-activation
+        g_bar = onp.zeros((B, N))  # cotangent of g_t through step t + 1
+        for t in range(T - 1, -1, -1):
+            a_bar[:, t] = pre_bar[:, t] + _norm_relu_vjp(pre[:, t], states[:, t], g_bar,
+                                                         norm_eps)
+            groups = _step_groups(perm[:, t], len(W_base))
+            g_bar = _grouped_transposed_matvec(W_base, groups, a_bar[:, t])
+        grads = {0: _sum_outer_by_index(perm, a_bar, previous, len(W_base)),
+                 1: onp.sum(g_bar, axis=0)}
+        return tuple(grads[i] for i in argnums)
+
+    return vjp
+
+
+def _sum_outer_by_index(perm, u, v, n_base):
+    """dW[k] = sum over (b, t) with perm[b, t] == k of outer(u[b, t], v[b, t])."""
+    N = u.shape[-1]
+    k = perm.ravel()
+    order = onp.argsort(k, kind="stable")
+    u, v = u.reshape(-1, N)[order], v.reshape(-1, N)[order]
+    counts = onp.bincount(k, minlength=n_base)
+    if onp.all(counts == counts[0]):  # every row of perm a permutation: one product
+        c = counts[0]
+        return onp.matmul(onp.swapaxes(u.reshape(n_base, c, N), 1, 2), v.reshape(n_base, c, N))
+    dW = onp.zeros((n_base, N, N))
+    ends = onp.cumsum(counts)
+    for j in onp.flatnonzero(counts):
+        s = ends[j] - counts[j]
+        dW[j] = u[s:ends[j]].T @ v[s:ends[j]]
+    return dW
+
+
+defvjp_argnums(permuted_preactivations, _permuted_preactivations_vjp)
