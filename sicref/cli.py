@@ -5,6 +5,10 @@ import sys
 
 from .checkpoint import CheckpointError
 from .config import DEFAULT_PRESET, ConfigError, load_config, preset, replace
+from .evaluate import add_evaluate_commands
+from .interchange import add_interchange_commands
+from .run import add_run_commands
+from .sweep import add_sweep_commands
 
 
 def config_from_args(args):
@@ -60,25 +64,10 @@ def build_parser():
                    help="stop (with a checkpoint) after this much wall time")
     p.set_defaults(func=cmd_train)
 
-    for register in _optional_commands():
+    for register in (add_interchange_commands, add_evaluate_commands, add_run_commands,
+                     add_sweep_commands):
         register(sub)
     return parser
-
-
-def _optional_commands():
-    """Command groups that live beside their library modules."""
-    registers = []
-    for module, name in (("interchange", "add_interchange_commands"),
-                         ("evaluate", "add_evaluate_commands"),
-                         ("run", "add_run_commands"),
-                         ("sweep", "add_sweep_commands")):
-        try:
-            mod = __import__(f"sicref.{module}", fromlist=[name])
-        except ImportError:
-            continue
-        if hasattr(mod, name):
-            registers.append(getattr(mod, name))
-    return registers
 
 
 def main(argv=None):
