@@ -214,6 +214,31 @@ def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
     return summary
 
 
+def checkpoint_steps(run_dir):
+    """Steps of the run's step_<k>.npz checkpoints, ascending."""
+    names = os.listdir(os.path.join(run_dir, "checkpoints"))
+    return sorted(int(n[5:-4]) for n in names if n.startswith("step_") and n.endswith(".npz"))
+
+
+def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
+                           walk=WalkConfig(n_walks=100), log=print):
+    """Grid fraction, modules and median score60 of every checkpoint of a run (SPEC §10:
+    gridness is not monotonic in training, so watch it over checkpoints)."""
+    rows = []
+    for step in checkpoint_steps(run_dir):
+        state = load_checkpoint(os.path.join(run_dir, "checkpoints", f"step_{step}.npz"))
+        s, _ = analyse_arena(state["params"], state["config"], arena_size,
+                             np.random.default_rng(seed), nbins, walk)
+        rows.append({"step": step, "grid_fraction": s["grid_fraction"],
+                     "hexagonal_fraction": s["hexagonal_fraction"],
+                     "median_score60_active": s["median_score60_active"],
+                     "n_active": s["n_active"], "modules": s["modules"]})
+        log(f"step {step}: grid {s['grid_fraction']:.0%}, hexagonal "
+            f"{s['hexagonal_fraction']:.0%}, median score60 {s['median_score60_active']:.2f}"
+            f", modules {s['modules']['periods']}")
+    return rows
+
+
 def _metrics_path(ckpt_path):
     run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
     p = os.path.join(run_dir, "metrics.jsonl")
@@ -243,6 +268,8 @@ def add_evaluate_commands(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--over-training", action="store_true",
+                   help="also score every checkpoint of RUN_DIR in the first arena")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -253,4 +280,13 @@ def _cmd_evaluate(args):
         raise ValueError(f"--nbins must be >= 4, got {args.nbins}")
     evaluate_run(args.source, args.out, tuple(args.arena), args.nbins, args.seed,
                  args.overwrite)
+    if args.over_training:
+        if not os.path.isdir(args.source):
+            raise ValueError("--over-training needs a run directory, not a checkpoint")
+        from .plots import over_training_plot
+
+        rows = gridness_over_training(args.source, args.arena[0], args.nbins, args.seed)
+        atomic_write_text(os.path.join(args.out, "over_training.json"),
+                          json.dumps(rows, indent=1))
+        over_training_plot(rows, args.arena[0], args.out, "over_training.png")
     return 0

@@ -122,6 +122,26 @@ def loss_curves(metrics_path, out, name):
     return _save(fig, out, name)
 
 
+def over_training_plot(rows, arena, out, name):
+    steps = [r["step"] for r in rows]
+    fig, ax1 = plt.subplots(figsize=(5.5, 3.4))
+    ax1.plot(steps, [r["grid_fraction"] for r in rows], "o-", label="grid fraction")
+    ax1.plot(steps, [r["hexagonal_fraction"] for r in rows], "s--",
+             label="grid and score60 > score90")
+    ax1.plot(steps, [r["median_score60_active"] for r in rows], "^:",
+             label="median score60 (active units)")
+    ax1.set_xlabel("training step")
+    ax1.set_ylim(-0.5, 1.5)
+    ax1.axhline(0, color="0.7", lw=0.8)
+    ax1.legend(fontsize=7, loc="upper left")
+    for r in rows:
+        if r["modules"]["periods"]:
+            ax1.annotate(f"{len(r['modules']['periods'])}m", (r["step"], 1.3), fontsize=7,
+                         ha="center")
+    ax1.set_title(f"Gridness over training, {arena:g} m arena (nm: n modules)", fontsize=9)
+    return _save(fig, out, name)
+
+
 def arenas_side_by_side(arrays, out, name, n_units=8):
     arenas = sorted(arrays)
     ref = arrays[2.0] if 2.0 in arrays else arrays[arenas[0]]

@@ -96,3 +96,15 @@ def test_main_job_trains_evaluates_and_continues(tmp_path, capsys):
     assert main(["run", "--preset", "tiny", "--steps", "15", "--out", str(out)]) == 0
     s = json.loads((out / "evaluation/summary.json").read_text())
     assert s["step"] == 15
+
+
+def test_gridness_over_training_scores_every_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    train(replace(preset("tiny"), train={"steps": 20, "checkpoint_every": 5}), run,
+          log=lambda s: None)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run), "--arena", "2", "--nbins", "16", "--over-training",
+                 "--out", str(out)]) == 0
+    rows = json.loads((out / "over_training.json").read_text())
+    assert [r["step"] for r in rows] == [5, 10, 15, 20]
+    assert (out / "over_training.png").exists()
