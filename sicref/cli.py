@@ -6,7 +6,7 @@ import sys
 from .checkpoint import CheckpointError
 from .config import DEFAULT_PRESET, ConfigError, load_config, preset, replace
 from .evaluate import add_evaluate_commands
-from .interchange import add_interchange_commands
+from .crosscheck import add_interchange_commands
 from .run import add_run_commands
 from .sweep import add_sweep_commands
 

@@ -30,11 +30,11 @@ from hypothesis import given, settings, strategies as st
 from sicref.checkpoint import save_checkpoint
 from sicref.cli import main as cli_main
 from sicref.config import LossConfig, preset
-from sicref.interchange import (InterchangeError, check_result, compare, crosscheck,
-                                export_params, format_comparison, init_params_file,
-                                make_batch, read_batch, read_npz, read_params,
-                                read_result, write_batch, write_npz, write_params,
-                                write_result)
+from sicref.crosscheck import (compare, crosscheck, export_params, format_comparison,
+                               init_params_file, make_batch)
+from sicref.interchange import (InterchangeError, check_result, read_batch, read_npz,
+                                read_params, read_result, write_batch, write_npz,
+                                write_params, write_result)
 from sicref.losses import sic_loss
 from sicref.model import init_params, rollout
 
