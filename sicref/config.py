@@ -66,6 +66,9 @@ class OptimConfig:
     plateau_window: int = 1000
     plateau_threshold: float = 1e-4
     min_lr: float = 1e-7
+    # Optional exponential decay on top of the plateau schedule (ours, not the paper's):
+    # lr(step) = plateau lr * 0.5 ** (step / lr_half_life); 0 turns it off.
+    lr_half_life: int = 0
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,7 @@ def validate(cfg):
     _check_range("optim.plateau_window", o.plateau_window, int, 1)
     _check_range("optim.plateau_threshold", o.plateau_threshold, float, 0)
     _check_range("optim.min_lr", o.min_lr, float, 0)
+    _check_range("optim.lr_half_life", o.lr_half_life, int, 0)
     _check_range("train.steps", t.steps, int, 1)
     _check_range("train.seed", t.seed, int, 0)
     _check_range("train.log_every", t.log_every, int, 1)

@@ -46,6 +46,11 @@ def loss_and_grad(params, batch, cfg):
     return values, grads
 
 
+def learning_rate(plateau_lr, step, half_life):
+    """The plateau schedule's lr, times 0.5 ** (step / half_life) when half_life > 0."""
+    return plateau_lr * 0.5 ** (step / half_life) if half_life > 0 else plateau_lr
+
+
 def train_step(params, opt_state, plateau, rng, cfg, step):
     """SPEC §5: accumulate k batches, clip, AdamW, plateau. Raises TrainingError on
     a non-finite loss or gradient (parameters are then left unchanged)."""
@@ -62,10 +67,10 @@ def train_step(params, opt_state, plateau, rng, cfg, step):
         values_list.append(values)
     grads = mean_of_grads(grads_list)
     grads, grad_norm = clip_by_global_norm(grads, o.clip_norm)
-    params, opt_state = adamw_update(params, grads, opt_state, plateau["lr"], o.beta1,
+    lr_used = learning_rate(plateau["lr"], step, o.lr_half_life)
+    params, opt_state = adamw_update(params, grads, opt_state, lr_used, o.beta1,
                                      o.beta2, o.eps, o.weight_decay)
     values = {k: float(np.mean([v[k] for v in values_list])) for k in values_list[0]}
-    lr_used = plateau["lr"]
     plateau = plateau_update(plateau, values["total"], o.plateau_factor,
                              o.plateau_patience, o.plateau_window, o.plateau_threshold,
                              o.min_lr)

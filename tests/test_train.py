@@ -169,3 +169,22 @@ def test_cli_reports_invalid_config_without_traceback(tmp_path, capsys):
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "loss.sigma_g" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_learning_rate_half_life():
+    from sicref.train import learning_rate
+
+    assert learning_rate(1e-3, 500, 0) == 1e-3
+    assert learning_rate(1e-3, 1000, 1000) == pytest.approx(5e-4)
+    assert learning_rate(1e-3, 3000, 1000) == pytest.approx(1.25e-4)
+
+
+def test_resume_with_lr_half_life_equals_an_uninterrupted_run(tmp_path):
+    cfg = replace(tiny(12), optim={"lr_half_life": 4})
+    full = train(cfg, tmp_path / "full", **QUIET)
+    train(replace(cfg, train={"steps": 6}), tmp_path / "half", **QUIET)
+    resumed = train(cfg, tmp_path / "half", resume=tmp_path / "half/checkpoints/latest.npz",
+                    **QUIET)
+    assert params_equal(full, resumed)
+    lrs = [json.loads(ln)["lr"] for ln in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
+    assert lrs[-1] == pytest.approx(1e-2 * 0.5 ** 3)
