@@ -116,55 +116,11 @@ def rollout_permuted(params, base, perm, norm_eps=1e-8):
 # -- the permuted recurrence as one primitive --------------------------------------------
 #
 # The forward pass is the plain loop (the same arithmetic as rollout_transitions, so
-# the states are bit-identical). Its autograd gradient, though, scatters B outer products
-# of N x N into W_base at every step and keeps every step's B gathered matrices alive
-# until the backward pass (about 1 GB at the paper's size). The hand-derived backward
-# pass below instead groups the states of a step by the base velocity they use, padded
-# to the largest group, and multiplies by W_base^T in one batched product; the gradient
-# of W_base is summed once, after the backward loop, in one product per base velocity.
-
-def _step_groups(k, n_base):
-    """Group the batch of one step by matrix index k (B,): (rows, pad, slot).
-
-    rows: the matrices used (all n_base of them unless fewer than half are used);
-    pad (len(rows), m): batch index of each slot of each group, B for an empty slot;
-    slot (B,): position of each batch element in pad.ravel().
-    """
-    B = len(k)
-    used, group = onp.unique(k, return_inverse=True)
-    if 2 * len(used) >= n_base:
-        rows, group = onp.arange(n_base), k
-    else:
-        rows = used
-    order = onp.argsort(group, kind="stable")
-    sorted_group = group[order]
-    rank = onp.empty(B, dtype=onp.intp)
-    rank[order] = onp.arange(B) - onp.searchsorted(sorted_group, sorted_group)
-    m = int(rank.max()) + 1
-    slot = group * m + rank
-    pad = onp.full(len(rows) * m, B, dtype=onp.intp)
-    pad[slot] = onp.arange(B)
-    return rows, pad.reshape(len(rows), m), slot
-
-
-def _grouped_transposed_matvec(W, groups, u):
-    """out[b] = W[k_b]^T @ u[b] for the grouping of one step (see _step_groups)."""
-    rows, pad, slot = groups
-    u_ext = onp.concatenate([u, onp.zeros((1, u.shape[1]))])
-    W_used = W if len(rows) == len(W) else W[rows]
-    return onp.matmul(u_ext[pad], W_used).reshape(-1, u.shape[1])[slot]
-
-
-def _norm_relu_vjp(a, y, y_bar, norm_eps):
-    """Cotangent of a for y = norm_relu(a), as autograd derives it from norm_relu
-    (a max() tie, at a_i = 0 or ||relu(a)|| = eps, passes half the cotangent)."""
-    r = onp.maximum(a, 0.0)
-    sq = onp.sum(r * r, axis=-1, keepdims=True)
-    norm = onp.sqrt(onp.maximum(sq, norm_eps * norm_eps))
-    through_norm = (sq > norm_eps ** 2) + 0.5 * (sq == norm_eps ** 2)
-    r_bar = (y_bar - through_norm * onp.sum(y_bar * y, axis=-1, keepdims=True) * y) / norm
-    return r_bar * ((a > 0) + 0.5 * (a == 0))
-
+# the states are bit-identical). Autograd's gradient of that loop scatters B outer
+# products of N x N into W_base at every step (np.add.at) and keeps every step's B
+# gathered matrices alive until the backward pass (about 1 GB at the paper's size). The
+# hand-derived backward pass below keeps only the pre-activations, and sums the
+# gradient of W_base once, after the backward loop, in one product per base velocity.
 
 @primitive
 def permuted_preactivations(W_base, g0, perm, norm_eps=1e-8):
@@ -180,21 +136,35 @@ def permuted_preactivations(W_base, g0, perm, norm_eps=1e-8):
 
 
 def _permuted_preactivations_vjp(argnums, pre, args, kwargs):
-    """Backpropagation through time for permuted_preactivations (hand-derived)."""
+    """Backpropagation through time for permuted_preactivations (hand-derived).
+
+    With r = relu(a_t), n = sqrt(max(||r||^2, eps^2)), g_t = r / n (SPEC §3.2):
+        r_bar = (g_bar - w (g_bar . g_t) g_t) / n,   a_bar = r_bar relu'(a_t),
+        g_{t-1}_bar = W_t^T a_bar,   dW[k] = sum over perm[b, t] == k of a_bar g_{t-1}^T,
+    w = 1 where ||r|| > eps, else 0. At ties (||r|| = eps, a_i = 0) autograd's max()
+    passes half the cotangent; so do w and relu' here, so both gradients agree even at
+    collapsed (all-zero) states.
+    """
     W_base, g0, perm = args[:3]
     norm_eps = args[3] if len(args) > 3 else kwargs.get("norm_eps", 1e-8)
 
     def vjp(pre_bar):
         B, T, N = pre.shape
-        states = norm_relu(pre, norm_eps)
-        previous = onp.concatenate([onp.tile(g0, (B, 1, 1)), states[:, :-1]], axis=1)
+        eps2 = norm_eps * norm_eps
+        r = onp.maximum(pre, 0.0)
+        sq = onp.sum(r * r, axis=-1, keepdims=True)
+        norm = onp.sqrt(onp.maximum(sq, eps2))
+        states = r / norm
+        through_norm = (sq > eps2) + 0.5 * (sq == eps2)
+        relu_grad = (pre > 0) + 0.5 * (pre == 0)
         a_bar = onp.empty_like(pre)  # total cotangent of each pre-activation
         g_bar = onp.zeros((B, N))  # cotangent of g_t through step t + 1
         for t in range(T - 1, -1, -1):
-            a_bar[:, t] = pre_bar[:, t] + _norm_relu_vjp(pre[:, t], states[:, t], g_bar,
-                                                         norm_eps)
-            groups = _step_groups(perm[:, t], len(W_base))
-            g_bar = _grouped_transposed_matvec(W_base, groups, a_bar[:, t])
+            g_t = states[:, t]
+            radial = through_norm[:, t] * onp.sum(g_bar * g_t, axis=-1, keepdims=True)
+            a_bar[:, t] = pre_bar[:, t] + (g_bar - radial * g_t) / norm[:, t] * relu_grad[:, t]
+            g_bar = onp.matmul(a_bar[:, t, None, :], W_base[perm[:, t]])[:, 0]
+        previous = onp.concatenate([onp.tile(g0, (B, 1, 1)), states[:, :-1]], axis=1)
         grads = {0: _sum_outer_by_index(perm, a_bar, previous, len(W_base)),
                  1: onp.sum(g_bar, axis=0)}
         return tuple(grads[i] for i in argnums)
