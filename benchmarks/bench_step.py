@@ -2,8 +2,9 @@
 
 For each size and each method of the pair terms (LossConfig.method "reference" and
 "fast"), a fresh Python process builds a batch and runs value_and_grad of
-sicref.train.batch_objective: one warm-up call, then --repeats timed calls. It reports
-the median and minimum wall time and its own peak RSS (ru_maxrss). A third process
+sicref.train.batch_objective: one warm-up call, then --repeats timed calls (more for
+quick cases, until a second has been timed). It reports the median and minimum wall
+time and its own peak RSS (ru_maxrss). A third process
 times the floor: the step's two largest matrix products alone (see floor_products).
 Two more time the rollout alone, forward+backward, before and after its hand-derived
 backward pass (see child_rollout).
@@ -75,10 +76,17 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+MIN_TIMED_SECONDS = 1.0  # fast cases repeat until this much time is measured
+MAX_REPEATS = 200
+
+
 def time_calls(fn, repeats):
-    fn()  # warm-up
+    """Wall times of fn after one warm-up call: `repeats` calls at least, more (up to
+    MAX_REPEATS) while less than MIN_TIMED_SECONDS has been measured."""
+    fn()
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats or (sum(times) < MIN_TIMED_SECONDS
+                                   and len(times) < MAX_REPEATS):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -169,21 +177,27 @@ def child_floor(size, repeats):
     return {"times": times, "peak_rss_mb": peak_rss_mb(), "block_rows": b}
 
 
-def run_child(args, mem_limit_gb, timeout):
-    """Run this script as a fresh process for one case; returns its JSON result."""
+def run_child(args, mem_limit_gb, timeout, blas_threads=None):
+    """Run this script as a fresh process for one case; returns its JSON result, with
+    the 1-minute load average of the machine just before it started."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *args,
            "--mem-limit-gb", str(mem_limit_gb)]
+    env = dict(os.environ)
+    if blas_threads:
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[name] = str(blas_threads)
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
         if "MemoryError" in proc.stderr:
             tail = [f"MemoryError under a {mem_limit_gb:g} GB address-space limit"]
-        return {"error": tail[0], "wall_s": time.perf_counter() - t0}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        return {"error": tail[0], "wall_s": time.perf_counter() - t0, "load_before": load}
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load_before": load}
 
 
 def mem_available_gb():
@@ -227,8 +241,10 @@ def _mem_total_gb():
         return float("nan")
 
 
-def run_all(sizes, methods, repeats, mem_limit_gb, timeout, log, with_rollout=True):
+def run_all(sizes, methods, repeats, mem_limit_gb, timeout, log, with_rollout=True,
+            blas_threads=None):
     results = []
+    run = lambda args: run_child(args, mem_limit_gb, timeout, blas_threads)
     for size in sizes:
         cfg = size_config(size, "fast")
         B, T, N, H = dims(cfg)
@@ -241,16 +257,13 @@ def run_all(sizes, methods, repeats, mem_limit_gb, timeout, log, with_rollout=Tr
                                         f"(limit {mem_limit_gb:g} GB, available "
                                         f"{mem_available_gb():.0f} GB)"}
             else:
-                row[method] = run_child(["step", size, method, str(repeats)],
-                                        mem_limit_gb, timeout)
-                row[method]["load_before"] = os.getloadavg()[0]
+                row[method] = run(["step", size, method, str(repeats)])
             log(f"{size} {method}: {summary(row[method])}")
-        row["floor"] = run_child(["floor", size, str(repeats)], mem_limit_gb, timeout)
+        row["floor"] = run(["floor", size, str(repeats)])
         log(f"{size} floor: {summary(row['floor'])}")
         if with_rollout:
             for impl in ("plain", "permuted"):
-                row[f"rollout_{impl}"] = run_child(["rollout", size, impl, str(repeats)],
-                                                   mem_limit_gb, timeout)
+                row[f"rollout_{impl}"] = run(["rollout", size, impl, str(repeats)])
                 log(f"{size} rollout {impl}: {summary(row[f'rollout_{impl}'])}")
         results.append(row)
     return results
@@ -260,8 +273,9 @@ def summary(case):
     if "error" in case:
         return case["error"]
     t = case["times"]
-    return (f"median {1e3 * statistics.median(t):.2f} ms, min {1e3 * min(t):.2f} ms, "
-            f"peak RSS {case['peak_rss_mb']:.0f} MB")
+    return (f"median {1e3 * statistics.median(t):.2f} ms, min {1e3 * min(t):.2f} ms "
+            f"({len(t)} calls), peak RSS {case['peak_rss_mb']:.0f} MB, "
+            f"load before {case.get('load_before', float('nan')):.2f}")
 
 
 def _ms(case):
@@ -316,6 +330,8 @@ def main(argv=None):
                         help="address-space limit of each child process")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds before a child process is stopped")
+    parser.add_argument("--blas-threads", type=int,
+                        help="set OPENBLAS_NUM_THREADS (and OMP_, MKL_) in each child")
     parser.add_argument("--no-rollout", action="store_true",
                         help="skip the rollout-only comparison (plain loop vs permuted)")
     parser.add_argument("--json", help="also write the results here")
@@ -341,7 +357,11 @@ def main(argv=None):
     info = machine_info()
     log(f"machine: {json.dumps(info)}")
     results = run_all(args.sizes, args.methods, args.repeats, args.mem_limit_gb,
-                      args.timeout, log, not args.no_rollout)
+                      args.timeout, log, not args.no_rollout, args.blas_threads)
+    loads = [c["load_before"] for r in results for c in r.values()
+             if isinstance(c, dict) and "load_before" in c]
+    log(f"1-minute load average before the cases: {min(loads):.2f} to {max(loads):.2f} "
+        f"(on {os.cpu_count()} cores; above about 0.5 other work competes)")
     print(markdown_table(results))
     if not args.no_rollout:
         print()
@@ -349,7 +369,8 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "command": " ".join(sys.argv),
-                       "repeats": args.repeats, "results": results}, f, indent=2)
+                       "repeats": args.repeats, "blas_threads": args.blas_threads,
+                       "results": results}, f, indent=2)
     return 0
 
 

@@ -66,9 +66,10 @@ def pair_counts(n_points, pairs):
 
 
 def default_block_rows(n_points):
-    """Rows per block: a block of BLOCK_BYTES, and at least 8 blocks when P is small
-    (a smaller block wastes less of its square below the diagonal)."""
-    return int(max(16, min(BLOCK_BYTES // (8 * max(n_points, 1)), -(-n_points // 8))))
+    """Rows per block: a block of BLOCK_BYTES, and about 8 blocks when P is small (a
+    smaller block wastes less of its square below the diagonal), 64 rows at least."""
+    target = min(BLOCK_BYTES // (8 * max(n_points, 1)), -(-n_points // 8))
+    return int(max(target, min(n_points, 64), 1))
 
 
 def separation_sum(g, pairs, sigma_g, with_grad=False, block_rows=None):
