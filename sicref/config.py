@@ -113,6 +113,22 @@ def _preset_small():
     )
 
 
+def _preset_laptop():
+    """The default: grid cells on a 2-core CPU in minutes (docs/experiments.md).
+
+    SPEC §10's small setting with shorter trajectories (T = 15), which learn faster at
+    this size, and the memory-bounded pair terms.
+    """
+    return Config(
+        data=DataConfig(batch_size=32, seq_len=15),
+        model=ModelConfig(n_units=128, hidden=128),
+        loss=LossConfig(method="fast"),
+        optim=OptimConfig(lr=1e-3, clip_norm=1.0, accumulation=1, plateau_window=1000,
+                          plateau_patience=5),
+        train=TrainConfig(steps=4000, log_every=100, checkpoint_every=500),
+    )
+
+
 def _preset_tiny():
     """For tests: a step takes milliseconds."""
     return Config(
@@ -125,8 +141,9 @@ def _preset_tiny():
     )
 
 
-PRESETS = {"paper": _preset_paper, "small": _preset_small, "tiny": _preset_tiny}
-DEFAULT_PRESET = "small"
+PRESETS = {"paper": _preset_paper, "laptop": _preset_laptop, "small": _preset_small,
+           "tiny": _preset_tiny}
+DEFAULT_PRESET = "laptop"
 
 
 def preset(name):

@@ -4,7 +4,11 @@ import os
 import sys
 
 from .config import DEFAULT_PRESET, preset, replace
-from .evaluate import evaluate_run
+import json
+
+from .checkpoint import atomic_write_text
+from .evaluate import evaluate_run, gridness_over_training, headline
+from .plots import over_training_plot
 from .train import train
 
 MAIN_ARENAS = (2.0, 3.0, 4.0)
@@ -29,8 +33,17 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=None, steps=No
         + (" (continuing)" if resume else ""))
     train(cfg, out, resume=resume, overwrite=overwrite, log=log)
     eval_dir = os.path.join(out, "evaluation")
-    return evaluate_run(out, eval_dir, MAIN_ARENAS, seed=cfg.train.seed, overwrite=True,
-                        log=log)
+    summary = evaluate_run(out, eval_dir, MAIN_ARENAS, seed=cfg.train.seed, overwrite=True,
+                           log=log)
+    # SPEC §10: gridness is not monotonic in training; show it for every checkpoint.
+    log("gridness of every checkpoint (2 m arena):")
+    rows = gridness_over_training(out, 2.0, seed=cfg.train.seed, log=log)
+    atomic_write_text(os.path.join(eval_dir, "over_training.json"), json.dumps(rows, indent=1))
+    over_training_plot(rows, 2.0, eval_dir, "over_training.png")
+    log(f"figures and summary.json in {eval_dir}")
+    for line in headline(summary):
+        log(line)
+    return summary
 
 
 def add_run_commands(sub):

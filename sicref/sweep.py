@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .checkpoint import atomic_write_text
-from .config import config_to_dict, preset, replace, save_config
+from .config import DEFAULT_PRESET, config_to_dict, preset, replace, save_config
 
 
 def parse_override(text, base):
@@ -156,7 +156,7 @@ def sweep(base, overrides, sweep_dir, jobs=2, threads=1, arena=2.0, max_seconds=
 
 def add_sweep_commands(sub):
     p = sub.add_parser("sweep", help="train and evaluate a grid of configs in parallel")
-    p.add_argument("--preset", default="small", help="base preset")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help="base preset")
     p.add_argument("--config", metavar="FILE.json", help="base config (instead of preset)")
     p.add_argument("--set", dest="overrides", nargs="*", default=[],
                    metavar="SECTION.FIELD=V1,V2", help="values to sweep")
