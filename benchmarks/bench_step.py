@@ -177,6 +177,27 @@ def child_floor(size, repeats):
     return {"times": times, "peak_rss_mb": peak_rss_mb(), "block_rows": b}
 
 
+def profile_step(size, method, repeats, top=20):
+    """cProfile of value_and_grad(batch_objective), sorted by own time, to stdout."""
+    import cProfile
+    import pstats
+
+    from autograd import value_and_grad
+
+    from sicref.train import batch_objective
+
+    cfg = size_config(size, method)
+    params, batch = make_inputs(cfg)
+    step = value_and_grad(batch_objective)
+    step(params, batch, cfg)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(repeats):
+        step(params, batch, cfg)
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
 def run_child(args, mem_limit_gb, timeout, blas_threads=None):
     """Run this script as a fresh process for one case; returns its JSON result, with
     the 1-minute load average of the machine just before it started."""
@@ -212,9 +233,9 @@ def mem_available_gb():
 
 
 def machine_info():
-    import autograd
+    from importlib.metadata import version
+
     import numpy as np
-    import scipy
 
     cpu = platform.processor() or "unknown"
     try:
@@ -229,7 +250,7 @@ def machine_info():
             "blas": f"{blas['name']} {blas.get('version', '')}".strip(),
             "blas_config": blas.get("openblas configuration", ""),
             "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "autograd": getattr(autograd, "__version__", "?"),
+            "scipy": version("scipy"), "autograd": version("autograd"),
             "thread_env": threads}
 
 
@@ -335,6 +356,9 @@ def main(argv=None):
     parser.add_argument("--no-rollout", action="store_true",
                         help="skip the rollout-only comparison (plain loop vs permuted)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--profile", metavar="SIZE", choices=list(SIZES),
+                        help="instead of the tables, profile --repeats steps of the "
+                             "first of --methods at this size")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -353,6 +377,10 @@ def main(argv=None):
 
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.profile:
+        profile_step(args.profile, args.methods[0] if len(args.methods) == 1 else "fast",
+                     args.repeats)
+        return 0
     log = lambda line: print(line, file=sys.stderr, flush=True)
     info = machine_info()
     log(f"machine: {json.dumps(info)}")

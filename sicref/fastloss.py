@@ -122,11 +122,12 @@ def invariance_sum(g, pairs, with_grad=False):
     value = 2.0 * total
     if not with_grad:
         return value, None
-    ones = np.ones(2 * len(i))
-    adjacency = csr_matrix((ones, (np.concatenate([i, j]), np.concatenate([j, i]))),
-                           shape=(P, P))
-    degree = np.asarray(adjacency.sum(axis=1)).reshape(-1, 1)
-    return value, 4.0 * (degree * g - adjacency @ g)
+    # A = U + U^T with U the close pairs i < j, rows already in order of i
+    per_row = np.bincount(i, minlength=P)
+    upper = csr_matrix((np.ones(len(i)), j, np.concatenate([[0], np.cumsum(per_row)])),
+                       shape=(P, P))
+    degree = (per_row + np.bincount(j, minlength=P))[:, None]
+    return value, 4.0 * (degree * g - (upper @ g + upper.T @ g))
 
 
 @primitive
@@ -145,6 +146,9 @@ def pair_sums(g, pairs, sigma_g, block_rows=None):
     differentiated.
     """
     with_grad = isbox(g)
+    if with_grad and isbox(g._value):
+        raise NotImplementedError("the fast pair terms have first derivatives only; "
+                                  "use LossConfig.method = 'reference' for higher ones")
     g_val = np.asarray(getval(g), dtype=np.float64)
     sep, d_sep = separation_sum(g_val, pairs, sigma_g, with_grad, block_rows)
     inv, d_inv = invariance_sum(g_val, pairs, with_grad)

@@ -158,6 +158,15 @@ def test_fast_vjp_matches_finite_differences(reduction):
                     modes=["rev"], order=1)(g)
 
 
+def test_second_derivatives_are_refused_not_wrong():
+    rng = np.random.default_rng(9)
+    g = norm_relu(rng.normal(size=(10, 3)))
+    x = rng.uniform(-0.1, 0.1, size=(10, 2))
+    first = lambda g: anp.sum(grad(lambda g: fastloss.pair_terms_fast(g, x, 0.05, 0.4)[0])(g))
+    with pytest.raises(NotImplementedError, match="first derivatives only"):
+        grad(first)(g)
+
+
 def test_value_does_not_depend_on_differentiation():
     rng = np.random.default_rng(3)
     g = norm_relu(rng.normal(size=(60, 5)))
