@@ -389,7 +389,8 @@ def main(argv=None):
     loads = [c["load_before"] for r in results for c in r.values()
              if isinstance(c, dict) and "load_before" in c]
     log(f"1-minute load average before the cases: {min(loads):.2f} to {max(loads):.2f} "
-        f"(on {os.cpu_count()} cores; above about 0.5 other work competes)")
+        f"on {os.cpu_count()} cores (the benchmark's own processes account for up to "
+        f"about 1.5; more means other work competes)")
     print(markdown_table(results))
     if not args.no_rollout:
         print()
