@@ -73,8 +73,16 @@ def path_invariance_error(params, cfg, rng, n_bases=20):
             "relative": float(within / between) if between > 0 else float("nan")}
 
 
+def _pairwise_distances(points):
+    """Euclidean distance matrix (M, M) through the Gram matrix: O(M^2) memory, not
+    O(M^2 N)."""
+    sq = np.sum(points * points, axis=1)
+    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * points @ points.T, 0.0))
+
+
 def _mean_pairwise_distance(points):
-    d = np.sqrt(np.maximum(np.sum((points[:, None] - points[None]) ** 2, axis=-1), 0))
+    d = _pairwise_distances(points)
+    np.fill_diagonal(d, 0.0)
     n = len(points)
     return d.sum() / (n * (n - 1)) if n > 1 else 0.0
 
@@ -85,8 +93,8 @@ def distance_curve(states, positions, rng, n_points=2000, n_bins=20, max_dx=None
     x = positions.reshape(-1, 2)
     pick = rng.choice(len(g), size=min(n_points, len(g)), replace=False)
     g, x = g[pick], x[pick]
-    dx = np.sqrt(np.sum((x[:, None] - x[None]) ** 2, -1))
-    dg = np.sqrt(np.maximum(np.sum((g[:, None] - g[None]) ** 2, -1), 0))
+    dx = _pairwise_distances(x)
+    dg = _pairwise_distances(g)
     iu = np.triu_indices(len(g), 1)
     dx, dg = dx[iu], dg[iu]
     edges = np.linspace(0, max_dx or dx.max(), n_bins + 1)

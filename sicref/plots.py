@@ -148,14 +148,16 @@ def arenas_side_by_side(arrays, out, name, n_units=8):
     s = np.nan_to_num(ref["scores"].score60, nan=-9.0)
     units = np.argsort(-s)[:n_units]
     fig, axes = plt.subplots(len(units), len(arenas),
-                             figsize=(1.8 * len(arenas), 1.8 * len(units)), squeeze=False)
+                             figsize=(2.0 * len(arenas), 2.35 * len(units)), squeeze=False)
     for r, u in enumerate(units):
         for c, L in enumerate(arenas):
             a = arrays[L]
             _imshow(axes[r, c], a["ratemaps"][u])
             axes[r, c].set_title(f"unit {u}, {L:g} m\ng60 {a['scores'].score60[u]:.2f} "
                                  f"T {a['period_m'][u]:.2f} m", fontsize=7)
-    fig.suptitle("Same units across arenas", fontsize=10)
+    fig.suptitle("Same units across arenas (best by score60 in the reference arena)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return _save(fig, out, name)
 
 
