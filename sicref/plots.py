@@ -133,7 +133,7 @@ def over_training_plot(rows, arena, out, name):
     ax1.set_xlabel("training step")
     ax1.set_ylim(-0.5, 1.5)
     ax1.axhline(0, color="0.7", lw=0.8)
-    ax1.legend(fontsize=7, loc="upper left")
+    ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     for r in rows:
         if r["modules"]["periods"]:
             ax1.annotate(f"{len(r['modules']['periods'])}m", (r["step"], 1.3), fontsize=7,
