@@ -43,7 +43,7 @@ def cmd_train(args):
     else:
         cfg = config_from_args(args)
     train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-          max_seconds=args.max_seconds)
+          max_seconds=args.max_seconds, init_from=args.init_from)
     print(f"done: {args.out}")
     return 0
 
@@ -60,6 +60,8 @@ def build_parser():
     p.add_argument("--resume", metavar="CKPT", help="checkpoint or run dir to continue")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run directory")
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="new run starting from another run's parameters")
     p.add_argument("--max-seconds", type=float,
                    help="stop (with a checkpoint) after this much wall time")
     p.set_defaults(func=cmd_train)

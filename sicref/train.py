@@ -117,13 +117,16 @@ def progress_line(step, total_steps, values, rate):
             f"lr {values['lr']:.2e} | {rate:.1f} steps/s | ETA {_format_eta(eta)}")
 
 
-def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None):
+def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
+          init_from=None):
     """Train cfg into run directory out; returns the final params.
 
     resume: a checkpoint (or run directory) to continue from; its config must equal
     cfg except for train.steps. log: a callable taking a progress line (default: print
     to stderr). max_seconds: stop early, with a checkpoint, once this much wall time
-    has passed (a later resume continues exactly).
+    has passed (a later resume continues exactly). init_from: start a new run from
+    the parameters of another checkpoint (fresh optimiser state and data stream), e.g.
+    to continue a run at another learning rate.
     """
     validate(cfg)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -143,6 +146,8 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None):
         prepare_run_dir(out, overwrite)
         rng = np.random.default_rng(cfg.train.seed)
         params = init_params(rng, cfg.model.n_units, cfg.model.hidden, cfg.model.n_layers)
+        if init_from is not None:
+            params = _params_from(init_from, params)
         opt_state, plateau = adamw_init(params), plateau_init(cfg.optim.lr)
         start, last_good = 0, None
     save_config(cfg, os.path.join(out, "config.json"))
@@ -180,6 +185,17 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None):
                 log(f"stopping at step {step}: --max-seconds {max_seconds} reached")
                 break
     return params
+
+
+def _params_from(path, like):
+    """Parameters of a checkpoint, checked against the shapes cfg needs."""
+    loaded = ckpt.load_checkpoint(path)["params"]
+    for name, p in like.items():
+        if name not in loaded or loaded[name].shape != p.shape:
+            got = loaded[name].shape if name in loaded else "missing"
+            raise TrainingError(f"--init-from {path}: parameter {name!r} is {got}, this "
+                                f"config needs {p.shape}")
+    return loaded
 
 
 def _check_resumable(stored, cfg, path):

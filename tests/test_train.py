@@ -188,3 +188,14 @@ def test_resume_with_lr_half_life_equals_an_uninterrupted_run(tmp_path):
     assert params_equal(full, resumed)
     lrs = [json.loads(ln)["lr"] for ln in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
     assert lrs[-1] == pytest.approx(1e-2 * 0.5 ** 3)
+
+
+def test_init_from_starts_a_new_run_from_checkpoint_parameters(tmp_path):
+    first = train(tiny(8), tmp_path / "a", **QUIET)
+    cfg = replace(tiny(1), optim={"lr": 1e-12})
+    second = train(cfg, tmp_path / "b", init_from=tmp_path / "a", **QUIET)
+    for k in first:
+        np.testing.assert_allclose(second[k], first[k], atol=1e-9)
+    wider = replace(tiny(1), model={"n_units": 9})
+    with pytest.raises(TrainingError, match="g0_raw"):
+        train(wider, tmp_path / "c", init_from=tmp_path / "a", **QUIET)
