@@ -143,11 +143,11 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
         _truncate_metrics(metrics_path, start)
         last_good = ckpt.resolve_checkpoint(resume)
     else:
-        prepare_run_dir(out, overwrite)
         rng = np.random.default_rng(cfg.train.seed)
         params = init_params(rng, cfg.model.n_units, cfg.model.hidden, cfg.model.n_layers)
         if init_from is not None:
             params = _params_from(init_from, params)
+        prepare_run_dir(out, overwrite)
         opt_state, plateau = adamw_init(params), plateau_init(cfg.optim.lr)
         start, last_good = 0, None
     save_config(cfg, os.path.join(out, "config.json"))
