@@ -46,9 +46,11 @@ def loss_and_grad(params, batch, cfg):
     return values, grads
 
 
-def learning_rate(plateau_lr, step, half_life):
-    """The plateau schedule's lr, times 0.5 ** (step / half_life) when half_life > 0."""
-    return plateau_lr * 0.5 ** (step / half_life) if half_life > 0 else plateau_lr
+def learning_rate(plateau_lr, step, half_life=0, drop_step=0, drop_factor=0.1):
+    """The plateau schedule's lr, times 0.5 ** (step / half_life) when half_life > 0,
+    times drop_factor from step drop_step on when drop_step > 0."""
+    lr = plateau_lr * 0.5 ** (step / half_life) if half_life > 0 else plateau_lr
+    return lr * drop_factor if 0 < drop_step <= step else lr
 
 
 def train_step(params, opt_state, plateau, rng, cfg, step):
@@ -67,7 +69,8 @@ def train_step(params, opt_state, plateau, rng, cfg, step):
         values_list.append(values)
     grads = mean_of_grads(grads_list)
     grads, grad_norm = clip_by_global_norm(grads, o.clip_norm)
-    lr_used = learning_rate(plateau["lr"], step, o.lr_half_life)
+    lr_used = learning_rate(plateau["lr"], step, o.lr_half_life, o.lr_drop_step,
+                            o.lr_drop_factor)
     params, opt_state = adamw_update(params, grads, opt_state, lr_used, o.beta1,
                                      o.beta2, o.eps, o.weight_decay)
     values = {k: float(np.mean([v[k] for v in values_list])) for k in values_list[0]}

@@ -39,6 +39,8 @@ INVALID = [
     ("optim", "plateau_patience", -1), ("optim", "plateau_window", 0),
     ("optim", "plateau_threshold", -1.0), ("optim", "min_lr", -1.0),
     ("optim", "lr_half_life", -5), ("optim", "lr_half_life", 2.5),
+    ("optim", "lr_drop_step", -1), ("optim", "lr_drop_factor", 0.0),
+    ("optim", "lr_drop_factor", 1.5),
     ("train", "steps", 0), ("train", "seed", -1), ("train", "log_every", 0),
     ("train", "checkpoint_every", 0), ("train", "steps", True),
 ]

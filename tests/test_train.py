@@ -177,6 +177,8 @@ def test_learning_rate_half_life():
     assert learning_rate(1e-3, 500, 0) == 1e-3
     assert learning_rate(1e-3, 1000, 1000) == pytest.approx(5e-4)
     assert learning_rate(1e-3, 3000, 1000) == pytest.approx(1.25e-4)
+    assert learning_rate(1e-3, 3999, 0, 4000, 0.1) == 1e-3
+    assert learning_rate(1e-3, 4000, 0, 4000, 0.1) == pytest.approx(1e-4)
 
 
 def test_resume_with_lr_half_life_equals_an_uninterrupted_run(tmp_path):
