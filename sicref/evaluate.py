@@ -159,14 +159,23 @@ def _unit_record(i, scores, period_m, labels):
             "module": int(labels[i])}
 
 
+def arena_bins(arena_size, nbins=32, bin_size=None):
+    """Bins per side: nbins, or arena_size / bin_size when a bin size (m) is given, so
+    that larger arenas keep the resolution (and the SAC rings) of the smaller ones."""
+    return nbins if bin_size is None else max(4, int(round(arena_size / bin_size)))
+
+
 def evaluate(params, cfg, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
-             walk=WalkConfig(), threshold=GRID_THRESHOLD):
+             walk=WalkConfig(), threshold=GRID_THRESHOLD, bin_size=None):
     """SPEC §7 for every arena; returns (summary, {arena: arrays})."""
     rng = np.random.default_rng(seed)
-    summary = {"seed": seed, "nbins": nbins, "walk": walk.__dict__, "arenas": {}}
+    summary = {"seed": seed, "nbins": nbins, "bin_size": bin_size, "walk": walk.__dict__,
+               "arenas": {}}
     arrays = {}
     for L in arenas:
-        s, a = analyse_arena(params, cfg, float(L), rng, nbins, walk, threshold)
+        n = arena_bins(float(L), nbins, bin_size)
+        s, a = analyse_arena(params, cfg, float(L), rng, n, walk, threshold)
+        s["nbins"] = n
         summary["arenas"][_arena_key(L)] = s
         arrays[float(L)] = a
     summary["path_invariance"] = path_invariance_error(params, cfg, rng)
@@ -198,7 +207,7 @@ def period_consistency(arrays, reference=2.0, tolerance=0.10):
 
 
 def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
-                 overwrite=False, walk=WalkConfig(), log=print):
+                 overwrite=False, walk=WalkConfig(), log=print, bin_size=None):
     """Evaluate a run directory or checkpoint; write summary.json and figures to out."""
     from . import plots
 
@@ -210,7 +219,8 @@ def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
     state = load_checkpoint(path)
     cfg = state["config"]
     log(f"evaluating {path} (step {state['step']}) in arenas {list(arenas)} m")
-    summary, arrays = evaluate(state["params"], cfg, arenas, nbins, seed, walk)
+    summary, arrays = evaluate(state["params"], cfg, arenas, nbins, seed, walk,
+                               bin_size=bin_size)
     summary["checkpoint"] = os.path.abspath(path)
     summary["step"] = state["step"]
     atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1))
@@ -273,6 +283,9 @@ def add_evaluate_commands(sub):
     p.add_argument("--arena", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0],
                    help="arena sides in metres")
     p.add_argument("--nbins", type=int, default=32)
+    p.add_argument("--bin-size", type=float, metavar="METRES",
+                   help="bin side in metres instead of --nbins (same resolution in "
+                        "every arena)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--overwrite", action="store_true")
@@ -286,8 +299,10 @@ def _cmd_evaluate(args):
         raise ValueError(f"--arena sizes must be > 0 metres, got {args.arena}")
     if args.nbins < 4:
         raise ValueError(f"--nbins must be >= 4, got {args.nbins}")
+    if args.bin_size is not None and args.bin_size <= 0:
+        raise ValueError(f"--bin-size must be > 0 metres, got {args.bin_size}")
     evaluate_run(args.source, args.out, tuple(args.arena), args.nbins, args.seed,
-                 args.overwrite)
+                 args.overwrite, bin_size=args.bin_size)
     if args.over_training:
         if not os.path.isdir(args.source):
             raise ValueError("--over-training needs a run directory, not a checkpoint")

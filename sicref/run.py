@@ -12,6 +12,7 @@ from .plots import over_training_plot
 from .train import train
 
 MAIN_ARENAS = (2.0, 3.0, 4.0)
+MAIN_BIN_SIZE = 2.0 / 32  # 32 bins in the 2 m arena, the same bin size in 3 and 4 m
 
 
 def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=None, steps=None,
@@ -34,7 +35,7 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=None, steps=No
     train(cfg, out, resume=resume, overwrite=overwrite, log=log)
     eval_dir = os.path.join(out, "evaluation")
     summary = evaluate_run(out, eval_dir, MAIN_ARENAS, seed=cfg.train.seed, overwrite=True,
-                           log=log)
+                           log=log, bin_size=MAIN_BIN_SIZE)
     # SPEC §10: gridness is not monotonic in training; show it for every checkpoint.
     log("gridness of every checkpoint (2 m arena):")
     rows = gridness_over_training(out, 2.0, seed=cfg.train.seed, log=log)

@@ -94,6 +94,7 @@ def test_main_job_trains_evaluates_and_continues(tmp_path, capsys):
     assert set(s["arenas"]) == {"2m", "3m", "4m"} and s["step"] == 10
     over = json.loads((out / "evaluation/over_training.json").read_text())
     assert [r["step"] for r in over] == [10]
+    assert [s["arenas"][k]["nbins"] for k in ("2m", "3m", "4m")] == [32, 48, 64]
     # a second call with more steps continues the same run
     assert main(["run", "--preset", "tiny", "--steps", "15", "--out", str(out)]) == 0
     s = json.loads((out / "evaluation/summary.json").read_text())
