@@ -70,8 +70,7 @@ class OptimConfig:
     # lr(step) = plateau lr * 0.5 ** (step / lr_half_life); 0 turns it off.
     lr_half_life: int = 0
     # Optional one-time drop (ours): from step lr_drop_step on, lr *= lr_drop_factor.
-    # At small scale a hexagonal lattice that forms at lr 1e-3 dissolves into bands
-    # unless the learning rate then drops (docs/experiments.md). 0 turns it off.
+    # 0 turns it off (docs/experiments.md has what it did at small scale).
     lr_drop_step: int = 0
     lr_drop_factor: float = 0.1
 
@@ -122,16 +121,15 @@ def _preset_laptop():
     """The default: grid cells on a 2-core CPU in minutes (docs/experiments.md).
 
     SPEC §10's small setting with shorter trajectories (T = 15), which learn faster at
-    this size, the memory-bounded pair terms, and a tenfold learning-rate drop after
-    4000 steps, which keeps (and sharpens) a lattice that would otherwise dissolve.
+    this size, and the memory-bounded pair terms.
     """
     return Config(
         data=DataConfig(batch_size=32, seq_len=15),
         model=ModelConfig(n_units=128, hidden=128),
         loss=LossConfig(method="fast"),
         optim=OptimConfig(lr=1e-3, clip_norm=1.0, accumulation=1, plateau_window=1000,
-                          plateau_patience=5, lr_drop_step=4000, lr_drop_factor=0.1),
-        train=TrainConfig(steps=8000, log_every=100, checkpoint_every=500),
+                          plateau_patience=5),
+        train=TrainConfig(steps=4000, log_every=100, checkpoint_every=500),
     )
 
 
