@@ -15,12 +15,12 @@ files; docs/crosscheck.md describes the formats for authors of other implementat
 import dataclasses
 import json
 import os
-import secrets
 import zipfile
 import zlib
 
 import numpy as np
 
+from sicref.checkpoint import atomic_savez
 from sicref.config import Config, ConfigError, LossConfig, validate
 
 VERSION = 1
@@ -41,24 +41,8 @@ class InterchangeError(ValueError):
 # ---------------------------------------------------------------- npz containers
 
 def write_npz(path, arrays, meta):
-    """Write `arrays` and the JSON `meta` to `path` atomically (temp file + os.replace).
-
-    The temporary file lives in the destination folder, so the replace never crosses a
-    file system, and np.savez writes to an open file, so no ".npz" is appended.
-    """
-    path = os.fspath(path)
-    tmp = f"{path}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write `arrays` and the JSON `meta` to `path` atomically (checkpoint.atomic_savez)."""
+    atomic_savez(path, {"meta": np.array(json.dumps(meta, sort_keys=True)), **arrays})
 
 
 def read_npz(path, formats=FORMATS):
