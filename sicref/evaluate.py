@@ -257,6 +257,16 @@ def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
     return rows
 
 
+def write_over_training(run_dir, out, arena_size=2.0, nbins=32, seed=0, log=print):
+    """gridness_over_training, saved as over_training.json and over_training.png."""
+    from .plots import over_training_plot
+
+    rows = gridness_over_training(run_dir, arena_size, nbins, seed, log=log)
+    atomic_write_text(os.path.join(out, "over_training.json"), json.dumps(rows, indent=1))
+    over_training_plot(rows, arena_size, out, "over_training.png")
+    return rows
+
+
 def _metrics_path(ckpt_path):
     run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
     p = os.path.join(run_dir, "metrics.jsonl")
@@ -306,10 +316,5 @@ def _cmd_evaluate(args):
     if args.over_training:
         if not os.path.isdir(args.source):
             raise ValueError("--over-training needs a run directory, not a checkpoint")
-        from .plots import over_training_plot
-
-        rows = gridness_over_training(args.source, args.arena[0], args.nbins, args.seed)
-        atomic_write_text(os.path.join(args.out, "over_training.json"),
-                          json.dumps(rows, indent=1))
-        over_training_plot(rows, args.arena[0], args.out, "over_training.png")
+        write_over_training(args.source, args.out, args.arena[0], args.nbins, args.seed)
     return 0

@@ -4,11 +4,7 @@ import os
 import sys
 
 from .config import DEFAULT_PRESET, preset, replace
-import json
-
-from .checkpoint import atomic_write_text
-from .evaluate import evaluate_run, gridness_over_training, headline
-from .plots import over_training_plot
+from .evaluate import evaluate_run, headline, write_over_training
 from .train import train
 
 MAIN_ARENAS = (2.0, 3.0, 4.0)
@@ -38,9 +34,7 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=None, steps=No
                            log=log, bin_size=MAIN_BIN_SIZE)
     # SPEC §10: gridness is not monotonic in training; show it for every checkpoint.
     log("gridness of every checkpoint (2 m arena):")
-    rows = gridness_over_training(out, 2.0, seed=cfg.train.seed, log=log)
-    atomic_write_text(os.path.join(eval_dir, "over_training.json"), json.dumps(rows, indent=1))
-    over_training_plot(rows, 2.0, eval_dir, "over_training.png")
+    write_over_training(out, eval_dir, 2.0, seed=cfg.train.seed, log=log)
     log(f"figures and summary.json in {eval_dir}")
     for line in headline(summary):
         log(line)
