@@ -5,10 +5,6 @@ import sys
 
 from .checkpoint import CheckpointError
 from .config import DEFAULT_PRESET, ConfigError, load_config, preset, replace
-from .evaluate import add_evaluate_commands
-from .crosscheck import add_interchange_commands
-from .run import add_run_commands
-from .sweep import add_sweep_commands
 
 
 def config_from_args(args):
@@ -26,6 +22,7 @@ def config_from_args(args):
 
 
 def add_config_args(p):
+    """--preset NAME | --config FILE.json, shared by every command that builds a config."""
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", help=f"named preset (default {DEFAULT_PRESET!r})")
     group.add_argument("--config", metavar="FILE.json", help="config file")
@@ -66,6 +63,13 @@ def build_parser():
                    help="stop (with a checkpoint) after this much wall time")
     p.set_defaults(func=cmd_train)
 
+    # The command groups live beside their library modules (and import the helpers
+    # above), so they are imported here rather than at the top.
+    from .crosscheck import add_interchange_commands
+    from .evaluate import add_evaluate_commands
+    from .run import add_run_commands
+    from .sweep import add_sweep_commands
+
     for register in (add_interchange_commands, add_evaluate_commands, add_run_commands,
                      add_sweep_commands):
         register(sub)
@@ -78,6 +82,6 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, TrainingError, ValueError) as e:
+    except (ConfigError, CheckpointError, TrainingError, ValueError, OSError) as e:
         print(f"sicref {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -5,7 +5,6 @@ by side), and their commands. The file formats themselves are `sicref.interchang
 
 import fnmatch
 import os
-import sys
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -13,7 +12,8 @@ from autograd import value_and_grad
 
 from sicref import __version__
 from sicref.checkpoint import load_checkpoint, resolve_checkpoint
-from sicref.config import DEFAULT_PRESET, load_config, preset as config_preset
+from sicref.cli import add_config_args, config_from_args
+from sicref.config import DEFAULT_PRESET, preset as config_preset
 from sicref.data import sample_batch
 from sicref.interchange import (BATCH_FORMAT, LOSS_META_KEYS, LOSS_PARTS, VERSION,
                                 InterchangeError, _loss_config, loss_meta, params_meta,
@@ -199,12 +199,13 @@ def format_comparison(report):
 # ---------------------------------------------------------------- command line
 
 def add_interchange_commands(subparsers):
-    """Register make-batch, export-params, init-params, crosscheck and compare."""
+    """Register make-batch, export-params, init-params, crosscheck and compare.
+
+    Errors (unusable files, bad configs) reach sicref.cli.main, which reports them and
+    exits with 2.
+    """
     p = subparsers.add_parser("make-batch", help="write a SPEC §8.2 batch file")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--preset", default=DEFAULT_PRESET,
-                        help=f"config preset (default: {DEFAULT_PRESET})")
-    source.add_argument("--config", help="config JSON file (instead of --preset)")
+    add_config_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=("permutation", "identity"),
                    help="augmentation (default: the config's)")
@@ -217,10 +218,7 @@ def add_interchange_commands(subparsers):
     p.set_defaults(func=_cmd_export_params)
 
     p = subparsers.add_parser("init-params", help="write fresh parameters (SPEC §8.1)")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--preset", default=DEFAULT_PRESET,
-                        help=f"config preset (default: {DEFAULT_PRESET})")
-    source.add_argument("--config", help="config JSON file (instead of --preset)")
+    add_config_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="PARAMS.npz to write")
     p.set_defaults(func=_cmd_init_params)
@@ -248,32 +246,12 @@ def add_interchange_commands(subparsers):
     p.set_defaults(func=_cmd_compare)
 
 
-def _reporting_errors(name):
-    """A file, checkpoint or config error (all ValueErrors) or an OSError in command
-    `name` prints one line and returns exit code 2."""
-    def wrap(command):
-        def handler(args):
-            try:
-                return command(args)
-            except (ValueError, OSError) as e:
-                print(f"sicref {name}: error: {e}", file=sys.stderr)
-                return 2
-        return handler
-    return wrap
-
-
-def _config_from_args(args):
-    return load_config(args.config) if args.config else config_preset(args.preset)
-
-
-@_reporting_errors("make-batch")
 def _cmd_make_batch(args):
-    make_batch(_config_from_args(args), args.seed, args.mode, args.out)
+    make_batch(config_from_args(args), args.seed, args.mode, args.out)
     print(f"wrote {args.out}")
     return 0
 
 
-@_reporting_errors("export-params")
 def _cmd_export_params(args):
     meta = export_params(args.source, args.out)
     print(f"wrote {args.out} (step {meta['step']}, n_units {meta['n_units']}, "
@@ -281,14 +259,12 @@ def _cmd_export_params(args):
     return 0
 
 
-@_reporting_errors("init-params")
 def _cmd_init_params(args):
-    init_params_file(_config_from_args(args), args.seed, args.out)
+    init_params_file(config_from_args(args), args.seed, args.out)
     print(f"wrote {args.out}")
     return 0
 
 
-@_reporting_errors("crosscheck")
 def _cmd_crosscheck(args):
     result = crosscheck(args.params, args.batch, args.out,
                         {key: getattr(args, key) for key in LOSS_META_KEYS + ("method",)})
@@ -298,7 +274,6 @@ def _cmd_crosscheck(args):
     return 0
 
 
-@_reporting_errors("compare")
 def _cmd_compare(args):
     report = compare(args.a, args.b, args.rtol, args.atol, args.keys)
     print(format_comparison(report))

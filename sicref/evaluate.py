@@ -14,6 +14,7 @@ import numpy as np
 from .checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
 from .data import sample_batch
 from .gridness import GRID_THRESHOLD, find_modules, grid_scores, ratemaps
+from .losses import neural_sq_distances
 from .model import rollout
 
 
@@ -74,10 +75,8 @@ def path_invariance_error(params, cfg, rng, n_bases=20):
 
 
 def _pairwise_distances(points):
-    """Euclidean distance matrix (M, M) through the Gram matrix: O(M^2) memory, not
-    O(M^2 N)."""
-    sq = np.sum(points * points, axis=1)
-    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * points @ points.T, 0.0))
+    """Euclidean distance matrix (M, M), through the Gram form of SPEC §4's dg2."""
+    return np.sqrt(neural_sq_distances(points))
 
 
 def _mean_pairwise_distance(points):

@@ -15,7 +15,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .checkpoint import atomic_write_text
-from .config import DEFAULT_PRESET, config_to_dict, preset, replace, save_config
+from .cli import add_config_args, config_from_args
+from .config import config_to_dict, replace, save_config
 
 
 def parse_override(text, base):
@@ -156,8 +157,7 @@ def sweep(base, overrides, sweep_dir, jobs=2, threads=1, arena=2.0, max_seconds=
 
 def add_sweep_commands(sub):
     p = sub.add_parser("sweep", help="train and evaluate a grid of configs in parallel")
-    p.add_argument("--preset", default=DEFAULT_PRESET, help="base preset")
-    p.add_argument("--config", metavar="FILE.json", help="base config (instead of preset)")
+    add_config_args(p)
     p.add_argument("--set", dest="overrides", nargs="*", default=[],
                    metavar="SECTION.FIELD=V1,V2", help="values to sweep")
     p.add_argument("--mode", choices=["grid", "oat"], default="grid",
@@ -171,9 +171,7 @@ def add_sweep_commands(sub):
 
 
 def _cmd_sweep(args):
-    from .config import load_config
-
-    base = load_config(args.config) if args.config else preset(args.preset)
+    base = config_from_args(args)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     rows = sweep(base, args.overrides, args.out, args.jobs, args.threads, args.arena,
