@@ -80,7 +80,9 @@ def read_meta(arrays, path, expected_format):
     return meta
 
 
-def save_checkpoint(path, step, params, opt_state, plateau_state, rng_state, config):
+def save_checkpoint(path, step, params, opt_state, plateau_state, rng_state, config,
+                    schedule=None):
+    """schedule: the annealing state ({"stage": 1 or 2, "switch_step": k or None})."""
     from .config import config_to_dict
 
     arrays = {f"params/{k}": v for k, v in params.items()}
@@ -89,8 +91,26 @@ def save_checkpoint(path, step, params, opt_state, plateau_state, rng_state, con
     arrays["meta"] = meta_array({
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": int(step),
         "adam_t": int(opt_state["t"]), "plateau": plateau_state, "rng_state": rng_state,
-        "config": config_to_dict(config)})
+        "schedule": schedule or initial_schedule(), "config": config_to_dict(config)})
     atomic_savez(path, arrays)
+
+
+def initial_schedule():
+    return {"stage": 1, "switch_step": None}
+
+
+def _read_schedule(meta, path):
+    sched = meta.get("schedule", initial_schedule())
+    ok = (isinstance(sched, dict) and sched.get("stage") in (1, 2)
+          and (sched.get("switch_step") is None) == (sched.get("stage") == 1)
+          and (sched["stage"] == 1 or (isinstance(sched["switch_step"], int)
+                                       and isinstance(meta.get("step"), int)
+                                       and 0 < sched["switch_step"] <= meta["step"])))
+    if not ok:
+        raise CheckpointError(f"{path}: meta.schedule {sched!r} is not a valid annealing "
+                              f"state (stage 1 with switch_step null, or stage 2 with "
+                              f"0 < switch_step <= step)")
+    return {"stage": sched["stage"], "switch_step": sched["switch_step"]}
 
 
 def resolve_checkpoint(path):
@@ -138,4 +158,5 @@ def load_checkpoint(path):
     return {"params": out["params"],
             "opt_state": {"t": int(meta["adam_t"]), "m": out["m"], "v": out["v"]},
             "plateau": meta["plateau"], "rng_state": meta["rng_state"],
+            "schedule": _read_schedule(meta, path),
             "step": int(meta["step"]), "config": config}

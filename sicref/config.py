@@ -73,6 +73,17 @@ class OptimConfig:
     # 0 turns it off (docs/experiments.md has what it did at small scale).
     lr_drop_step: int = 0
     lr_drop_factor: float = 0.1
+    # Optional gridness-gated annealing (ours; docs/experiments.md has why). Every
+    # anneal_check_every steps the run scores its own ratemaps in a 2 m arena
+    # (anneal_walks random walks, SPEC §7). The first time the fraction of units with
+    # score60 > 0.3 reaches anneal_grid_fraction, AdamW restarts from zero moments at
+    # lr = anneal_lr, and the run ends anneal_steps later (or at train.steps, if that
+    # comes first). anneal_lr = 0 turns it off.
+    anneal_lr: float = 0.0
+    anneal_grid_fraction: float = 0.15
+    anneal_check_every: int = 500
+    anneal_steps: int = 4000
+    anneal_walks: int = 100
 
 
 @dataclass(frozen=True)
@@ -273,6 +284,14 @@ def validate(cfg):
     _check_range("optim.lr_half_life", o.lr_half_life, int, 0)
     _check_range("optim.lr_drop_step", o.lr_drop_step, int, 0)
     _check_range("optim.lr_drop_factor", o.lr_drop_factor, float, 0, 1, True, False)
+    _check_range("optim.anneal_lr", o.anneal_lr, float, 0)
+    _check_range("optim.anneal_grid_fraction", o.anneal_grid_fraction, float, 0, 1, True)
+    _check_range("optim.anneal_check_every", o.anneal_check_every, int, 1)
+    _check_range("optim.anneal_steps", o.anneal_steps, int, 1)
+    _check_range("optim.anneal_walks", o.anneal_walks, int, 1)
+    if o.anneal_lr > 0 and (o.lr_drop_step > 0 or o.lr_half_life > 0):
+        raise ConfigError("optim.anneal_lr > 0 cannot be combined with optim.lr_drop_step "
+                          "or optim.lr_half_life (set those to 0)")
     _check_range("train.steps", t.steps, int, 1)
     _check_range("train.seed", t.seed, int, 0)
     _check_range("train.log_every", t.log_every, int, 1)

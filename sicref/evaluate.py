@@ -144,6 +144,15 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
     return summary, arrays
 
 
+def grid_check(params, cfg, arena_size=2.0, n_walks=100, seed=0):
+    """A quick gridness reading during training: (grid fraction, median score60 of
+    active units) in one arena, from n_walks walks drawn from their own seeded
+    generator (the training data stream is not touched)."""
+    walk = WalkConfig(n_walks=n_walks)
+    summary, _ = analyse_arena(params, cfg, arena_size, np.random.default_rng(seed), walk=walk)
+    return summary["grid_fraction"], summary["median_score60_active"]
+
+
 def _nanmedian(a):
     return float(np.median(a)) if len(a) else float("nan")
 

@@ -135,15 +135,18 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     metrics_path = os.path.join(out, "metrics.jsonl")
     ckpt_dir = os.path.join(out, "checkpoints")
+    gridness_path = os.path.join(out, "gridness.jsonl")
     if resume is not None:
         state = ckpt.load_checkpoint(resume)
         _check_resumable(state["config"], cfg, resume)
         params, opt_state, plateau = state["params"], state["opt_state"], state["plateau"]
+        schedule = state["schedule"]
         rng = np.random.Generator(np.random.PCG64())
         rng.bit_generator.state = state["rng_state"]
         start = state["step"]
         os.makedirs(ckpt_dir, exist_ok=True)
         _truncate_metrics(metrics_path, start)
+        _truncate_metrics(gridness_path, start)
         last_good = ckpt.resolve_checkpoint(resume)
     else:
         rng = np.random.default_rng(cfg.train.seed)
@@ -152,20 +155,21 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
             params = _params_from(init_from, params)
         prepare_run_dir(out, overwrite)
         opt_state, plateau = adamw_init(params), plateau_init(cfg.optim.lr)
-        start, last_good = 0, None
+        start, last_good, schedule = 0, None, ckpt.initial_schedule()
     save_config(cfg, os.path.join(out, "config.json"))
 
     def save(step):
         path = os.path.join(ckpt_dir, f"step_{step}.npz")
-        args = (step, params, opt_state, plateau, rng.bit_generator.state, cfg)
+        args = (step, params, opt_state, plateau, rng.bit_generator.state, cfg, schedule)
         ckpt.save_checkpoint(path, *args)
         ckpt.save_checkpoint(os.path.join(ckpt_dir, "latest.npz"), *args)
         return path
 
     t0, steps_done = time.perf_counter(), 0
-    total_steps = cfg.train.steps
+    o = cfg.optim
+    total_steps = _end_step(cfg, schedule)
     with open(metrics_path, "a") as metrics:
-        for step in range(start + 1, total_steps + 1):
+        for step in range(start + 1, cfg.train.steps + 1):
             try:
                 params, opt_state, plateau, values = train_step(
                     params, opt_state, plateau, rng, cfg, step)
@@ -174,6 +178,16 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
                 raise TrainingError(f"{e}; training stopped. Last good checkpoint: "
                                     f"{where}") from None
             steps_done += 1
+            if (o.anneal_lr > 0 and schedule["stage"] == 1
+                    and step % o.anneal_check_every == 0):
+                fraction, median = _check_gridness(params, cfg, step, gridness_path, log)
+                if fraction >= o.anneal_grid_fraction:
+                    opt_state, plateau = adamw_init(params), plateau_init(o.anneal_lr)
+                    schedule = {"stage": 2, "switch_step": step}
+                    total_steps = _end_step(cfg, schedule)
+                    log(f"step {step}: grid fraction {fraction:.0%} >= "
+                        f"{o.anneal_grid_fraction:.0%}; annealing: AdamW restarted at lr "
+                        f"{o.anneal_lr:g} until step {total_steps}")
             if step % cfg.train.log_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - t0
                 record = {"step": step, **values, "seconds": elapsed}
@@ -187,7 +201,31 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
             if out_of_time:
                 log(f"stopping at step {step}: --max-seconds {max_seconds} reached")
                 break
+            if step == total_steps:
+                break
     return params
+
+
+def _end_step(cfg, schedule):
+    """The last step: train.steps, or anneal_steps after the annealing switch."""
+    if schedule["stage"] == 2:
+        return min(cfg.train.steps, schedule["switch_step"] + cfg.optim.anneal_steps)
+    return cfg.train.steps
+
+
+def _check_gridness(params, cfg, step, path, log):
+    """The annealing gate: score the current network, append to gridness.jsonl."""
+    from .evaluate import grid_check
+
+    t = time.perf_counter()
+    fraction, median = grid_check(params, cfg, n_walks=cfg.optim.anneal_walks)
+    record = {"step": step, "grid_fraction": fraction, "median_score60": median,
+              "seconds": time.perf_counter() - t}
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    log(f"step {step}: gridness check: {fraction:.0%} grid units, median score60 "
+        f"{median:.2f} ({record['seconds']:.1f} s)")
+    return fraction, median
 
 
 def _params_from(path, like):

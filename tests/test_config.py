@@ -41,6 +41,9 @@ INVALID = [
     ("optim", "lr_half_life", -5), ("optim", "lr_half_life", 2.5),
     ("optim", "lr_drop_step", -1), ("optim", "lr_drop_factor", 0.0),
     ("optim", "lr_drop_factor", 1.5),
+    ("optim", "anneal_lr", -1e-4), ("optim", "anneal_grid_fraction", 0.0),
+    ("optim", "anneal_grid_fraction", 1.5), ("optim", "anneal_check_every", 0),
+    ("optim", "anneal_steps", 0), ("optim", "anneal_walks", 0),
     ("train", "steps", 0), ("train", "seed", -1), ("train", "log_every", 0),
     ("train", "checkpoint_every", 0), ("train", "steps", True),
 ]
@@ -54,6 +57,12 @@ def test_each_invalid_field_is_named_in_the_error(section, field, value):
     d[section][field] = value
     with pytest.raises(ConfigError, match=rf"{section}\.{field}"):
         config_from_dict(d)
+
+
+def test_annealing_cannot_be_combined_with_the_other_schedules():
+    for other in ({"lr_drop_step": 10}, {"lr_half_life": 10}):
+        with pytest.raises(ConfigError, match="optim.anneal_lr"):
+            replace(preset("tiny"), optim={"anneal_lr": 1e-3, **other})
 
 
 def test_unknown_fields_and_sections_are_refused():

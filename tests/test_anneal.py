@@ -1,0 +1,146 @@
+"""Gridness-gated annealing: the switch, its semantics, resume across it, the gate."""
+
+import json
+
+import numpy as np
+import pytest
+
+import sicref.evaluate
+from sicref.checkpoint import CheckpointError, load_checkpoint, read_npz, atomic_savez
+from sicref.config import preset, replace
+from sicref.evaluate import grid_check
+from sicref.optim import adamw_init, plateau_init
+from sicref.train import train, train_step
+
+QUIET = dict(log=lambda line: None)
+
+
+def anneal_cfg(steps=100, **optim):
+    o = {"anneal_lr": 1e-3, "anneal_check_every": 5, "anneal_steps": 7,
+         "anneal_grid_fraction": 0.3, **optim}
+    return replace(preset("tiny"), optim=o, train={"steps": steps, "checkpoint_every": 5})
+
+
+@pytest.fixture
+def scripted_gate(monkeypatch):
+    """grid_check reads 0 before step 10 and 0.5 from then on (counted by calls)."""
+    calls = []
+
+    def fake(params, cfg, arena_size=2.0, n_walks=100, seed=0):
+        calls.append(n_walks)
+        step = 5 * len(calls)
+        return (0.5 if step >= 10 else 0.0), 0.1
+
+    monkeypatch.setattr(sicref.evaluate, "grid_check", fake)
+    return calls
+
+
+def read_jsonl(path):
+    return [json.loads(ln) for ln in path.read_text().splitlines()]
+
+
+def params_equal(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_switch_restarts_adamw_at_the_new_lr_and_ends_anneal_steps_later(tmp_path,
+                                                                        scripted_gate):
+    out = tmp_path / "run"
+    train(anneal_cfg(), out, **QUIET)
+    checks = read_jsonl(out / "gridness.jsonl")
+    assert [c["step"] for c in checks] == [5, 10]  # no checks after the switch
+    assert [c["grid_fraction"] for c in checks] == [0.0, 0.5]
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert metrics[-1]["step"] == 17
+    lrs = {r["step"]: r["lr"] for r in metrics}
+    assert lrs[10] == 1e-2 and lrs[15] == 1e-3  # tiny's lr, then anneal_lr
+    last = load_checkpoint(out / "checkpoints/latest.npz")
+    assert last["step"] == 17
+    assert last["schedule"] == {"stage": 2, "switch_step": 10}
+    assert last["opt_state"]["t"] == 7  # AdamW's step count restarted at the switch
+    before = load_checkpoint(out / "checkpoints/step_5.npz")
+    assert before["schedule"] == {"stage": 1, "switch_step": None}
+
+
+def test_switch_equals_a_hand_made_restart(tmp_path, scripted_gate):
+    """Independent of the loop: 10 steps, then fresh AdamW moments and plateau at
+    anneal_lr, same data stream, 7 more steps by hand."""
+    cfg = anneal_cfg()
+    annealed = train(cfg, tmp_path / "run", **QUIET)
+    plain = replace(cfg, optim={"anneal_lr": 0.0}, train={"steps": 10})
+    train(plain, tmp_path / "plain", **QUIET)
+    state = load_checkpoint(tmp_path / "plain/checkpoints/latest.npz")
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = state["rng_state"]
+    params, opt, plateau = state["params"], adamw_init(state["params"]), plateau_init(1e-3)
+    for step in range(11, 18):
+        params, opt, plateau, _ = train_step(params, opt, plateau, rng, plain, step)
+    assert params_equal(params, annealed)
+
+
+@pytest.mark.parametrize("stop_at", [8, 10, 15])
+def test_resume_before_at_or_after_the_switch_equals_an_uninterrupted_run(
+        tmp_path, monkeypatch, stop_at):
+    def gate(params, cfg, arena_size=2.0, n_walks=100, seed=0):
+        # depends on the parameters only, so resumed runs see the same readings
+        return (0.5 if abs(params["g0_raw"]).sum() > gate.level else 0.0), 0.1
+
+    monkeypatch.setattr(sicref.evaluate, "grid_check", gate)
+    gate.level = np.inf
+    cfg = anneal_cfg()
+    probe = train(replace(cfg, optim={"anneal_lr": 0.0}, train={"steps": 10}),
+                  tmp_path / "probe", **QUIET)
+    gate.level = abs(probe["g0_raw"]).sum() - 1e-12  # opens at step 10
+    start = load_checkpoint(tmp_path / "probe/checkpoints/step_5.npz")["params"]
+    assert abs(start["g0_raw"]).sum() < gate.level, "gate must stay shut at step 5"
+    full = train(cfg, tmp_path / "full", **QUIET)
+    assert load_checkpoint(tmp_path / "full")["schedule"]["switch_step"] == 10
+    train(replace(cfg, train={"steps": stop_at}), tmp_path / "part", **QUIET)
+    resumed = train(cfg, tmp_path / "part", resume=tmp_path / "part", **QUIET)
+    assert params_equal(full, resumed)
+    def readings(run):
+        return [(r["step"], r["grid_fraction"]) for r in read_jsonl(run / "gridness.jsonl")]
+
+    assert readings(tmp_path / "part") == readings(tmp_path / "full") == [(5, 0.0), (10, 0.5)]
+
+
+def test_gate_that_never_opens_trains_to_train_steps(tmp_path, monkeypatch):
+    monkeypatch.setattr(sicref.evaluate, "grid_check", lambda *a, **k: (0.0, np.nan))
+    out = tmp_path / "run"
+    train(anneal_cfg(steps=23), out, **QUIET)
+    assert [c["step"] for c in read_jsonl(out / "gridness.jsonl")] == [5, 10, 15, 20]
+    last = load_checkpoint(out)
+    assert last["step"] == 23 and last["schedule"]["stage"] == 1
+    assert read_jsonl(out / "metrics.jsonl")[-1]["lr"] == 1e-2
+
+
+def test_annealing_off_writes_no_checks(tmp_path):
+    out = tmp_path / "run"
+    train(replace(preset("tiny"), train={"steps": 10}), out, **QUIET)
+    assert not (out / "gridness.jsonl").exists()
+
+
+def test_invalid_schedule_in_a_checkpoint_is_refused(tmp_path):
+    out = tmp_path / "run"
+    train(replace(preset("tiny"), train={"steps": 10}), out, **QUIET)
+    path = out / "checkpoints/latest.npz"
+    arrays = read_npz(path)
+    meta = json.loads(str(arrays["meta"][()]))
+    for bad in ({"stage": 3, "switch_step": None}, {"stage": 2, "switch_step": None},
+                {"stage": 2, "switch_step": 11}, {"stage": 1, "switch_step": 4}, "x"):
+        meta["schedule"] = bad
+        arrays["meta"] = np.array(json.dumps(meta))
+        atomic_savez(path, arrays)
+        with pytest.raises(CheckpointError, match="meta.schedule"):
+            load_checkpoint(path)
+
+
+def test_grid_check_is_seeded_and_bounded():
+    cfg = preset("tiny")
+    from sicref.model import init_params
+
+    params = init_params(np.random.default_rng(0), cfg.model.n_units, cfg.model.hidden)
+    a = grid_check(params, cfg, n_walks=10)
+    b = grid_check(params, cfg, n_walks=10)
+    assert a == b or (a[0] == b[0] and np.isnan(a[1]) and np.isnan(b[1]))
+    assert 0.0 <= a[0] <= 1.0
