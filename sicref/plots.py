@@ -105,21 +105,42 @@ def distance_plot(curve, out, name):
 
 
 def loss_curves(metrics_path, out, name):
-    with open(metrics_path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    """Every loss part and the lr over steps; with the annealing gate's readings
+    (gridness.jsonl next to metrics.jsonl) in one more panel and the switch marked."""
+    records = _read_jsonl(metrics_path)
     if not records:
         return None
+    checks = _read_jsonl(os.path.join(os.path.dirname(metrics_path), "gridness.jsonl"))
+    switch = [c["step"] for c in checks if c.get("switch")]
     steps = np.array([r["step"] for r in records])
     keys = ["total", "separation", "invariance", "capacity", "conformal_isometry", "lr"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 2.8))
+    n = len(keys) + bool(checks)
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 2.8))
     for ax, k in zip(axes, keys):
         ax.plot(steps, [r[k] for r in records], lw=1)
         ax.set_title(k, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
         if k == "lr":
             ax.set_yscale("log")
+    if checks:
+        ax = axes[-1]
+        ax.plot([c["step"] for c in checks], [c["grid_fraction"] for c in checks], "o-",
+                ms=3, lw=1)
+        ax.set_title("gate: grid fraction (2 m)", fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.set_xlim(0, max(steps[-1], checks[-1]["step"]) * 1.02)
+    for ax in axes:
+        ax.set_xlabel("step", fontsize=8)
+        for s in switch:
+            ax.axvline(s, color="tab:red", ls="--", lw=0.8)
     fig.tight_layout()
     return _save(fig, out, name)
+
+
+def _read_jsonl(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def over_training_plot(rows, arena, out, name):

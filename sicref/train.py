@@ -220,6 +220,7 @@ def _check_gridness(params, cfg, step, path, log):
     t = time.perf_counter()
     fraction, median = grid_check(params, cfg, n_walks=cfg.optim.anneal_walks)
     record = {"step": step, "grid_fraction": fraction, "median_score60": median,
+              "switch": bool(fraction >= cfg.optim.anneal_grid_fraction),
               "seconds": time.perf_counter() - t}
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")

@@ -50,6 +50,7 @@ def test_switch_restarts_adamw_at_the_new_lr_and_ends_anneal_steps_later(tmp_pat
     checks = read_jsonl(out / "gridness.jsonl")
     assert [c["step"] for c in checks] == [5, 10]  # no checks after the switch
     assert [c["grid_fraction"] for c in checks] == [0.0, 0.5]
+    assert [c["switch"] for c in checks] == [False, True]
     metrics = read_jsonl(out / "metrics.jsonl")
     assert metrics[-1]["step"] == 17
     lrs = {r["step"]: r["lr"] for r in metrics}
@@ -144,3 +145,12 @@ def test_grid_check_is_seeded_and_bounded():
     b = grid_check(params, cfg, n_walks=10)
     assert a == b or (a[0] == b[0] and np.isnan(a[1]) and np.isnan(b[1]))
     assert 0.0 <= a[0] <= 1.0
+
+
+def test_loss_figure_shows_the_gate(tmp_path, scripted_gate):
+    from sicref.plots import loss_curves
+
+    out = tmp_path / "run"
+    train(anneal_cfg(), out, **QUIET)
+    path = loss_curves(str(out / "metrics.jsonl"), str(tmp_path), "losses.png")
+    assert (tmp_path / "losses.png").stat().st_size > 1000 and path
