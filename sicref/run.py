@@ -1,5 +1,6 @@
 """The main job: train the default preset, then evaluate it in 2, 3 and 4 m arenas."""
 
+import json
 import os
 import sys
 
@@ -36,9 +37,32 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=None, steps=No
     log("gridness of every checkpoint (2 m arena):")
     write_over_training(out, eval_dir, 2.0, seed=cfg.train.seed, log=log)
     log(f"figures and summary.json in {eval_dir}")
-    for line in headline(summary):
+    for line in gate_lines(out, cfg) + headline(summary):
         log(line)
     return summary
+
+
+def gate_lines(run_dir, cfg):
+    """What the annealing gate did in a run (nothing when annealing is off)."""
+    if cfg.optim.anneal_lr <= 0:
+        return []
+    path = os.path.join(run_dir, "gridness.jsonl")
+    checks = []
+    if os.path.exists(path):
+        with open(path) as f:
+            checks = [json.loads(line) for line in f if line.strip()]
+    opened = [c for c in checks if c.get("switch")]
+    if opened:
+        c = opened[0]
+        return [f"annealing: the gate opened at step {c['step']} (grid fraction "
+                f"{c['grid_fraction']:.0%} >= {cfg.optim.anneal_grid_fraction:.0%}); "
+                f"lr {cfg.optim.anneal_lr:g} with a fresh AdamW from then on"]
+    if not checks:
+        return ["annealing: no gate reading yet"]
+    best = max(checks, key=lambda c: c["grid_fraction"])
+    return [f"annealing: the gate never opened in {len(checks)} readings (best "
+            f"{best['grid_fraction']:.0%} at step {best['step']}, needs "
+            f"{cfg.optim.anneal_grid_fraction:.0%}); no lattice was caught"]
 
 
 def add_run_commands(sub):

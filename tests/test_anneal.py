@@ -154,3 +154,17 @@ def test_loss_figure_shows_the_gate(tmp_path, scripted_gate):
     train(anneal_cfg(), out, **QUIET)
     path = loss_curves(str(out / "metrics.jsonl"), str(tmp_path), "losses.png")
     assert (tmp_path / "losses.png").stat().st_size > 1000 and path
+
+
+def test_main_job_reports_what_the_gate_did(tmp_path):
+    from sicref.run import gate_lines
+
+    cfg = anneal_cfg()
+    assert gate_lines(tmp_path, replace(cfg, optim={"anneal_lr": 0.0})) == []
+    assert "no gate reading" in gate_lines(tmp_path, cfg)[0]
+    rows = [{"step": 5, "grid_fraction": 0.1}, {"step": 10, "grid_fraction": 0.2}]
+    (tmp_path / "gridness.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "never opened in 2 readings (best 20% at step 10" in gate_lines(tmp_path, cfg)[0]
+    rows.append({"step": 15, "grid_fraction": 0.4, "switch": True})
+    (tmp_path / "gridness.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "opened at step 15 (grid fraction 40%" in gate_lines(tmp_path, cfg)[0]
