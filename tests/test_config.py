@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -79,3 +80,15 @@ def test_bad_json_file_is_refused(tmp_path):
     p.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(p)
+
+
+def test_example_configs_load():
+    import glob
+
+    from sicref.config import load_config
+
+    paths = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "examples",
+                                          "configs", "*.json")))
+    assert len(paths) >= 2
+    for path in paths:
+        load_config(path)
