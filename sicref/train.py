@@ -168,6 +168,9 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
     t0, steps_done = time.perf_counter(), 0
     o = cfg.optim
     total_steps = _end_step(cfg, schedule)
+    if start >= total_steps:
+        log(f"nothing to do: the run in {out} already ended at step {start}")
+        return params
     with open(metrics_path, "a") as metrics:
         for step in range(start + 1, cfg.train.steps + 1):
             try:

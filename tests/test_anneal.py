@@ -59,6 +59,8 @@ def test_switch_restarts_adamw_at_the_new_lr_and_ends_anneal_steps_later(tmp_pat
     assert last["step"] == 17
     assert last["schedule"] == {"stage": 2, "switch_step": 10}
     assert last["opt_state"]["t"] == 7  # AdamW's step count restarted at the switch
+    again = train(anneal_cfg(), out, resume=out, **QUIET)  # a finished run stays finished
+    assert load_checkpoint(out)["step"] == 17 and params_equal(again, last["params"])
     before = load_checkpoint(out / "checkpoints/step_5.npz")
     assert before["schedule"] == {"stage": 1, "switch_step": None}
 
