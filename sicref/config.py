@@ -78,12 +78,15 @@ class OptimConfig:
     # (anneal_walks random walks, SPEC §7). The first time the fraction of units with
     # score60 > 0.3 reaches anneal_grid_fraction, AdamW restarts from zero moments at
     # lr = anneal_lr, and the run ends anneal_steps later (or at train.steps, if that
-    # comes first). anneal_lr = 0 turns it off.
+    # comes first). After the switch the lr halves every anneal_half_life steps (0: it
+    # stays at anneal_lr) and the readings go on, for the record. anneal_lr = 0 turns
+    # annealing off.
     anneal_lr: float = 0.0
     anneal_grid_fraction: float = 0.15
     anneal_check_every: int = 500
     anneal_steps: int = 4000
     anneal_walks: int = 100
+    anneal_half_life: int = 0
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,7 @@ def validate(cfg):
     _check_range("optim.anneal_check_every", o.anneal_check_every, int, 1)
     _check_range("optim.anneal_steps", o.anneal_steps, int, 1)
     _check_range("optim.anneal_walks", o.anneal_walks, int, 1)
+    _check_range("optim.anneal_half_life", o.anneal_half_life, int, 0)
     if o.anneal_lr > 0 and (o.lr_drop_step > 0 or o.lr_half_life > 0):
         raise ConfigError("optim.anneal_lr > 0 cannot be combined with optim.lr_drop_step "
                           "or optim.lr_half_life (set those to 0)")

@@ -53,9 +53,10 @@ def learning_rate(plateau_lr, step, half_life=0, drop_step=0, drop_factor=0.1):
     return lr * drop_factor if 0 < drop_step <= step else lr
 
 
-def train_step(params, opt_state, plateau, rng, cfg, step):
+def train_step(params, opt_state, plateau, rng, cfg, step, lr_scale=1.0):
     """SPEC §5: accumulate k batches, clip, AdamW, plateau. Raises TrainingError on
-    a non-finite loss or gradient (parameters are then left unchanged)."""
+    a non-finite loss or gradient (parameters are then left unchanged). lr_scale
+    multiplies the learning rate (the annealing stage's decay)."""
     d, o = cfg.data, cfg.optim
     grads_list, values_list = [], []
     for _ in range(o.accumulation):
@@ -69,8 +70,8 @@ def train_step(params, opt_state, plateau, rng, cfg, step):
         values_list.append(values)
     grads = mean_of_grads(grads_list)
     grads, grad_norm = clip_by_global_norm(grads, o.clip_norm)
-    lr_used = learning_rate(plateau["lr"], step, o.lr_half_life, o.lr_drop_step,
-                            o.lr_drop_factor)
+    lr_used = lr_scale * learning_rate(plateau["lr"], step, o.lr_half_life, o.lr_drop_step,
+                                       o.lr_drop_factor)
     params, opt_state = adamw_update(params, grads, opt_state, lr_used, o.beta1,
                                      o.beta2, o.eps, o.weight_decay)
     values = {k: float(np.mean([v[k] for v in values_list])) for k in values_list[0]}
@@ -175,16 +176,16 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
         for step in range(start + 1, cfg.train.steps + 1):
             try:
                 params, opt_state, plateau, values = train_step(
-                    params, opt_state, plateau, rng, cfg, step)
+                    params, opt_state, plateau, rng, cfg, step, _anneal_scale(cfg, schedule, step))
             except TrainingError as e:
                 where = last_good or "none (no checkpoint written yet)"
                 raise TrainingError(f"{e}; training stopped. Last good checkpoint: "
                                     f"{where}") from None
             steps_done += 1
-            if (o.anneal_lr > 0 and schedule["stage"] == 1
-                    and step % o.anneal_check_every == 0):
-                fraction, median = _check_gridness(params, cfg, step, gridness_path, log)
-                if fraction >= o.anneal_grid_fraction:
+            if o.anneal_lr > 0 and step % o.anneal_check_every == 0:
+                fraction, median = _check_gridness(params, cfg, step, gridness_path, log,
+                                                   schedule["stage"])
+                if schedule["stage"] == 1 and fraction >= o.anneal_grid_fraction:
                     opt_state, plateau = adamw_init(params), plateau_init(o.anneal_lr)
                     schedule = {"stage": 2, "switch_step": step}
                     total_steps = _end_step(cfg, schedule)
@@ -216,14 +217,24 @@ def _end_step(cfg, schedule):
     return cfg.train.steps
 
 
-def _check_gridness(params, cfg, step, path, log):
-    """The annealing gate: score the current network, append to gridness.jsonl."""
+def _anneal_scale(cfg, schedule, step):
+    """After the switch, lr = anneal_lr * 0.5 ** ((step - switch) / anneal_half_life)."""
+    hl = cfg.optim.anneal_half_life
+    if schedule["stage"] == 2 and hl > 0:
+        return 0.5 ** ((step - schedule["switch_step"]) / hl)
+    return 1.0
+
+
+def _check_gridness(params, cfg, step, path, log, stage):
+    """The annealing gate: score the current network, append to gridness.jsonl. After
+    the switch the readings go on (for the record) but change nothing."""
     from .evaluate import grid_check
 
     t = time.perf_counter()
     fraction, median = grid_check(params, cfg, n_walks=cfg.optim.anneal_walks)
     record = {"step": step, "grid_fraction": fraction, "median_score60": median,
-              "switch": bool(fraction >= cfg.optim.anneal_grid_fraction),
+              "stage": stage,
+              "switch": bool(stage == 1 and fraction >= cfg.optim.anneal_grid_fraction),
               "seconds": time.perf_counter() - t}
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")

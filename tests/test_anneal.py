@@ -48,9 +48,10 @@ def test_switch_restarts_adamw_at_the_new_lr_and_ends_anneal_steps_later(tmp_pat
     out = tmp_path / "run"
     train(anneal_cfg(), out, **QUIET)
     checks = read_jsonl(out / "gridness.jsonl")
-    assert [c["step"] for c in checks] == [5, 10]  # no checks after the switch
-    assert [c["grid_fraction"] for c in checks] == [0.0, 0.5]
-    assert [c["switch"] for c in checks] == [False, True]
+    assert [c["step"] for c in checks] == [5, 10, 15]
+    assert [c["grid_fraction"] for c in checks] == [0.0, 0.5, 0.5]
+    assert [c["switch"] for c in checks] == [False, True, False]  # only the first opens
+    assert [c["stage"] for c in checks] == [1, 1, 2]
     metrics = read_jsonl(out / "metrics.jsonl")
     assert metrics[-1]["step"] == 17
     lrs = {r["step"]: r["lr"] for r in metrics}
@@ -65,20 +66,25 @@ def test_switch_restarts_adamw_at_the_new_lr_and_ends_anneal_steps_later(tmp_pat
     assert before["schedule"] == {"stage": 1, "switch_step": None}
 
 
-def test_switch_equals_a_hand_made_restart(tmp_path, scripted_gate):
+@pytest.mark.parametrize("half_life", [0, 3])
+def test_switch_equals_a_hand_made_restart(tmp_path, scripted_gate, half_life):
     """Independent of the loop: 10 steps, then fresh AdamW moments and plateau at
-    anneal_lr, same data stream, 7 more steps by hand."""
-    cfg = anneal_cfg()
+    anneal_lr, same data stream, 7 more steps by hand (lr halving every half_life)."""
+    cfg = anneal_cfg(anneal_half_life=half_life)
     annealed = train(cfg, tmp_path / "run", **QUIET)
-    plain = replace(cfg, optim={"anneal_lr": 0.0}, train={"steps": 10})
+    plain = replace(cfg, optim={"anneal_lr": 0.0, "anneal_half_life": 0}, train={"steps": 10})
     train(plain, tmp_path / "plain", **QUIET)
     state = load_checkpoint(tmp_path / "plain/checkpoints/latest.npz")
     rng = np.random.Generator(np.random.PCG64())
     rng.bit_generator.state = state["rng_state"]
     params, opt, plateau = state["params"], adamw_init(state["params"]), plateau_init(1e-3)
     for step in range(11, 18):
-        params, opt, plateau, _ = train_step(params, opt, plateau, rng, plain, step)
+        scale = 0.5 ** ((step - 10) / half_life) if half_life else 1.0
+        params, opt, plateau, values = train_step(params, opt, plateau, rng, plain, step,
+                                                  scale)
     assert params_equal(params, annealed)
+    lr17 = read_jsonl(tmp_path / "run/metrics.jsonl")[-1]["lr"]
+    assert lr17 == values["lr"] == pytest.approx(1e-3 * (0.5 ** (7 / 3) if half_life else 1))
 
 
 @pytest.mark.parametrize("stop_at", [8, 10, 15])
@@ -104,7 +110,9 @@ def test_resume_before_at_or_after_the_switch_equals_an_uninterrupted_run(
     def readings(run):
         return [(r["step"], r["grid_fraction"]) for r in read_jsonl(run / "gridness.jsonl")]
 
-    assert readings(tmp_path / "part") == readings(tmp_path / "full") == [(5, 0.0), (10, 0.5)]
+    assert readings(tmp_path / "part") == readings(tmp_path / "full")
+    assert [r[0] for r in readings(tmp_path / "full")] == [5, 10, 15]
+    assert readings(tmp_path / "full")[:2] == [(5, 0.0), (10, 0.5)]
 
 
 def test_gate_that_never_opens_trains_to_train_steps(tmp_path, monkeypatch):
@@ -112,6 +120,7 @@ def test_gate_that_never_opens_trains_to_train_steps(tmp_path, monkeypatch):
     out = tmp_path / "run"
     train(anneal_cfg(steps=23), out, **QUIET)
     assert [c["step"] for c in read_jsonl(out / "gridness.jsonl")] == [5, 10, 15, 20]
+    assert not any(c["switch"] for c in read_jsonl(out / "gridness.jsonl"))
     last = load_checkpoint(out)
     assert last["step"] == 23 and last["schedule"]["stage"] == 1
     assert read_jsonl(out / "metrics.jsonl")[-1]["lr"] == 1e-2

@@ -45,6 +45,7 @@ INVALID = [
     ("optim", "anneal_lr", -1e-4), ("optim", "anneal_grid_fraction", 0.0),
     ("optim", "anneal_grid_fraction", 1.5), ("optim", "anneal_check_every", 0),
     ("optim", "anneal_steps", 0), ("optim", "anneal_walks", 0),
+    ("optim", "anneal_half_life", -1), ("optim", "anneal_half_life", 1.5),
     ("train", "steps", 0), ("train", "seed", -1), ("train", "log_every", 0),
     ("train", "checkpoint_every", 0), ("train", "steps", True),
 ]
