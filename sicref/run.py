@@ -56,7 +56,9 @@ def gate_lines(run_dir, cfg):
         c = opened[0]
         return [f"annealing: the gate opened at step {c['step']} (grid fraction "
                 f"{c['grid_fraction']:.0%} >= {cfg.optim.anneal_grid_fraction:.0%}); "
-                f"lr {cfg.optim.anneal_lr:g} with a fresh AdamW from then on"]
+                f"lr {cfg.optim.anneal_lr:g} with a fresh AdamW from then on"
+                + (f", halving every {cfg.optim.anneal_half_life} steps"
+                   if cfg.optim.anneal_half_life else "")]
     if not checks:
         return ["annealing: no gate reading yet"]
     best = max(checks, key=lambda c: c["grid_fraction"])
