@@ -50,6 +50,14 @@ def atomic_savez(path, arrays):
     atomic_write_bytes(path, buf.getvalue())
 
 
+def read_jsonl(path):
+    """The records of a JSON-lines log (metrics.jsonl, gridness.jsonl); [] if absent."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def meta_array(meta):
     return np.array(json.dumps(meta))
 

@@ -1,6 +1,5 @@
 """Figures of an evaluation and a training run (PNG, matplotlib Agg)."""
 
-import json
 import os
 
 import matplotlib
@@ -9,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .checkpoint import read_jsonl  # noqa: E402
 from .gridness import autocorrelogram  # noqa: E402
 
 
@@ -107,10 +107,10 @@ def distance_plot(curve, out, name):
 def loss_curves(metrics_path, out, name):
     """Every loss part and the lr over steps; with the annealing gate's readings
     (gridness.jsonl next to metrics.jsonl) in one more panel and the switch marked."""
-    records = _read_jsonl(metrics_path)
+    records = read_jsonl(metrics_path)
     if not records:
         return None
-    checks = _read_jsonl(os.path.join(os.path.dirname(metrics_path), "gridness.jsonl"))
+    checks = read_jsonl(os.path.join(os.path.dirname(metrics_path), "gridness.jsonl"))
     switch = [c["step"] for c in checks if c.get("switch")]
     steps = np.array([r["step"] for r in records])
     keys = ["total", "separation", "invariance", "capacity", "conformal_isometry", "lr"]
@@ -134,13 +134,6 @@ def loss_curves(metrics_path, out, name):
             ax.axvline(s, color="tab:red", ls="--", lw=0.8)
     fig.tight_layout()
     return _save(fig, out, name)
-
-
-def _read_jsonl(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def over_training_plot(rows, arena, out, name):

@@ -1,9 +1,9 @@
 """The main job: train the default preset, then evaluate it in 2, 3 and 4 m arenas."""
 
-import json
 import os
 import sys
 
+from .checkpoint import read_jsonl
 from .config import DEFAULT_PRESET, preset, replace
 from .evaluate import evaluate_run, headline, write_over_training
 from .train import train
@@ -46,11 +46,7 @@ def gate_lines(run_dir, cfg):
     """What the annealing gate did in a run (nothing when annealing is off)."""
     if cfg.optim.anneal_lr <= 0:
         return []
-    path = os.path.join(run_dir, "gridness.jsonl")
-    checks = []
-    if os.path.exists(path):
-        with open(path) as f:
-            checks = [json.loads(line) for line in f if line.strip()]
+    checks = read_jsonl(os.path.join(run_dir, "gridness.jsonl"))
     opened = [c for c in checks if c.get("switch")]
     if opened:
         c = opened[0]
