@@ -145,6 +145,10 @@ def test_invalid_schedule_in_a_checkpoint_is_refused(tmp_path):
         atomic_savez(path, arrays)
         with pytest.raises(CheckpointError, match="meta.schedule"):
             load_checkpoint(path)
+    del meta["schedule"]  # written before annealing existed: stage 1
+    arrays["meta"] = np.array(json.dumps(meta))
+    atomic_savez(path, arrays)
+    assert load_checkpoint(path)["schedule"] == {"stage": 1, "switch_step": None}
 
 
 def test_grid_check_is_seeded_and_bounded():
