@@ -60,7 +60,9 @@ def gate_lines(run_dir, cfg):
     best = max(checks, key=lambda c: c["grid_fraction"])
     return [f"annealing: the gate never opened in {len(checks)} readings (best "
             f"{best['grid_fraction']:.0%} at step {best['step']}, needs "
-            f"{cfg.optim.anneal_grid_fraction:.0%}); no lattice was caught"]
+            f"{cfg.optim.anneal_grid_fraction:.0%}); no lattice was caught. Whether a seed "
+            f"passes through one is chance-like at this size: docs/results.md lists seeds "
+            f"that do (try --seed 1)"]
 
 
 def add_run_commands(sub):
