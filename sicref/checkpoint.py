@@ -108,17 +108,20 @@ def initial_schedule():
 
 
 def _read_schedule(meta, path):
+    """The annealing state of a checkpoint; one written before annealing existed is
+    in stage 1."""
     sched = meta.get("schedule", initial_schedule())
-    ok = (isinstance(sched, dict) and sched.get("stage") in (1, 2)
-          and (sched.get("switch_step") is None) == (sched.get("stage") == 1)
-          and (sched["stage"] == 1 or (isinstance(sched["switch_step"], int)
-                                       and isinstance(meta.get("step"), int)
-                                       and 0 < sched["switch_step"] <= meta["step"])))
+    stage = sched.get("stage") if isinstance(sched, dict) else None
+    switch = sched.get("switch_step") if isinstance(sched, dict) else None
+    step = meta.get("step")
+    ok = ((stage == 1 and switch is None)
+          or (stage == 2 and isinstance(switch, int) and isinstance(step, int)
+              and 0 < switch <= step))
     if not ok:
         raise CheckpointError(f"{path}: meta.schedule {sched!r} is not a valid annealing "
                               f"state (stage 1 with switch_step null, or stage 2 with "
                               f"0 < switch_step <= step)")
-    return {"stage": sched["stage"], "switch_step": sched["switch_step"]}
+    return {"stage": stage, "switch_step": switch}
 
 
 def resolve_checkpoint(path):

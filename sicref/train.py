@@ -176,20 +176,21 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
         for step in range(start + 1, cfg.train.steps + 1):
             try:
                 params, opt_state, plateau, values = train_step(
-                    params, opt_state, plateau, rng, cfg, step, _anneal_scale(cfg, schedule, step))
+                    params, opt_state, plateau, rng, cfg, step,
+                    _anneal_scale(cfg, schedule, step))
             except TrainingError as e:
                 where = last_good or "none (no checkpoint written yet)"
                 raise TrainingError(f"{e}; training stopped. Last good checkpoint: "
                                     f"{where}") from None
             steps_done += 1
             if o.anneal_lr > 0 and step % o.anneal_check_every == 0:
-                fraction, median = _check_gridness(params, cfg, step, gridness_path, log,
-                                                   schedule["stage"])
-                if schedule["stage"] == 1 and fraction >= o.anneal_grid_fraction:
+                reading = _check_gridness(params, cfg, step, gridness_path, log,
+                                          schedule["stage"])
+                if reading["switch"]:
                     opt_state, plateau = adamw_init(params), plateau_init(o.anneal_lr)
                     schedule = {"stage": 2, "switch_step": step}
                     total_steps = _end_step(cfg, schedule)
-                    log(f"step {step}: grid fraction {fraction:.0%} >= "
+                    log(f"step {step}: grid fraction {reading['grid_fraction']:.0%} >= "
                         f"{o.anneal_grid_fraction:.0%}; annealing: AdamW restarted at lr "
                         f"{o.anneal_lr:g} until step {total_steps}")
             if step % cfg.train.log_every == 0 or step == total_steps:
@@ -226,8 +227,10 @@ def _anneal_scale(cfg, schedule, step):
 
 
 def _check_gridness(params, cfg, step, path, log, stage):
-    """The annealing gate: score the current network, append to gridness.jsonl. After
-    the switch the readings go on (for the record) but change nothing."""
+    """The annealing gate: score the current network, append the reading to
+    gridness.jsonl and return it; its "switch" is True when it opens the gate (the first
+    stage-1 reading at or above the threshold). After the switch the readings go on,
+    for the record, but change nothing."""
     from .evaluate import grid_check
 
     t = time.perf_counter()
@@ -240,7 +243,7 @@ def _check_gridness(params, cfg, step, path, log, stage):
         f.write(json.dumps(record) + "\n")
     log(f"step {step}: gridness check: {fraction:.0%} grid units, median score60 "
         f"{median:.2f} ({record['seconds']:.1f} s)")
-    return fraction, median
+    return record
 
 
 def _params_from(path, like):

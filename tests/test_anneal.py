@@ -163,12 +163,21 @@ def test_grid_check_is_seeded_and_bounded():
 
 
 def test_loss_figure_shows_the_gate(tmp_path, scripted_gate):
+    """One more panel (of equal width) when the run has gate readings."""
+    import struct
+
     from sicref.plots import loss_curves
+
+    def png_width(path):
+        return struct.unpack(">I", path.read_bytes()[16:20])[0]
 
     out = tmp_path / "run"
     train(anneal_cfg(), out, **QUIET)
-    path = loss_curves(str(out / "metrics.jsonl"), str(tmp_path), "losses.png")
-    assert (tmp_path / "losses.png").stat().st_size > 1000 and path
+    loss_curves(str(out / "metrics.jsonl"), str(tmp_path), "with_gate.png")
+    (out / "gridness.jsonl").unlink()
+    loss_curves(str(out / "metrics.jsonl"), str(tmp_path), "without.png")
+    ratio = png_width(tmp_path / "with_gate.png") / png_width(tmp_path / "without.png")
+    assert ratio == pytest.approx(7 / 6, rel=0.02)
 
 
 def test_main_job_reports_what_the_gate_did(tmp_path):
