@@ -1,0 +1,44 @@
+"""Step a stored training state forward exactly as a resumed run would, reading the
+annealing gate (sicref.evaluate.grid_check) every k steps; nothing is written to the run.
+
+Used in docs/experiments.md section 3 to check that the 500-step gate misses no brief
+lattice: python examples/gate_scan.py RUN_DIR --start 3000 --stop 6000 --every 100
+(--lr overrides the learning rate from --start on).
+"""
+
+import argparse
+
+import numpy as np
+
+from sicref.checkpoint import load_checkpoint
+from sicref.evaluate import grid_check
+from sicref.train import train_step
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir")
+    p.add_argument("--start", type=int, required=True, help="a step with a checkpoint")
+    p.add_argument("--stop", type=int, required=True)
+    p.add_argument("--every", type=int, default=100)
+    p.add_argument("--lr", type=float, help="learning rate from --start on")
+    a = p.parse_args()
+    if a.every < 1 or a.stop <= a.start:
+        p.error("need --every >= 1 and --stop > --start")
+    state = load_checkpoint(f"{a.run_dir}/checkpoints/step_{a.start}.npz")
+    cfg, params, opt = state["config"], state["params"], state["opt_state"]
+    plateau = dict(state["plateau"])
+    if a.lr is not None:
+        plateau["lr"] = a.lr
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = state["rng_state"]
+    for step in range(a.start + 1, a.stop + 1):
+        params, opt, plateau, _ = train_step(params, opt, plateau, rng, cfg, step)
+        if step % a.every == 0:
+            fraction, median = grid_check(params, cfg, n_walks=cfg.optim.anneal_walks)
+            print(f"step {step}: grid fraction {fraction:.2f}, median score60 {median:.2f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
