@@ -90,7 +90,7 @@ def read_meta(arrays, path, expected_format):
 
 def save_checkpoint(path, step, params, opt_state, plateau_state, rng_state, config,
                     schedule=None):
-    """schedule: the annealing state ({"stage": 1 or 2, "switch_step": k or None})."""
+    """schedule: the annealing state (see initial_schedule and _read_schedule)."""
     from .config import config_to_dict
 
     arrays = {f"params/{k}": v for k, v in params.items()}
@@ -104,24 +104,31 @@ def save_checkpoint(path, step, params, opt_state, plateau_state, rng_state, con
 
 
 def initial_schedule():
-    return {"stage": 1, "switch_step": None}
+    return {"stage": 1, "switch_step": None, "confirmed": False, "gave_up_step": None}
 
 
 def _read_schedule(meta, path):
-    """The annealing state of a checkpoint; one written before annealing existed is
-    in stage 1."""
+    """The annealing state of a checkpoint. Stage 1 (before the switch) or 2 (after it,
+    at switch_step); confirmed: a reading after the switch was at the threshold again;
+    gave_up_step: where the run gave up (it ends there). Checkpoints written before
+    these fields existed read as not confirmed and not given up."""
     sched = meta.get("schedule", initial_schedule())
-    stage = sched.get("stage") if isinstance(sched, dict) else None
-    switch = sched.get("switch_step") if isinstance(sched, dict) else None
+    if not isinstance(sched, dict):
+        sched = {"stage": None}
+    stage, switch = sched.get("stage"), sched.get("switch_step")
+    confirmed, gave_up = sched.get("confirmed", False), sched.get("gave_up_step")
     step = meta.get("step")
-    ok = ((stage == 1 and switch is None)
-          or (stage == 2 and isinstance(switch, int) and isinstance(step, int)
-              and 0 < switch <= step))
+    is_step = lambda k: type(k) is int and type(step) is int and 0 < k <= step
+    ok = ((stage == 1 and switch is None and confirmed is False)
+          or (stage == 2 and is_step(switch) and isinstance(confirmed, bool)))
+    ok = ok and (gave_up is None or is_step(gave_up))
     if not ok:
         raise CheckpointError(f"{path}: meta.schedule {sched!r} is not a valid annealing "
-                              f"state (stage 1 with switch_step null, or stage 2 with "
-                              f"0 < switch_step <= step)")
-    return {"stage": stage, "switch_step": switch}
+                              f"state (stage 1 with switch_step null and confirmed false, "
+                              f"or stage 2 with 0 < switch_step <= step; gave_up_step "
+                              f"null or 0 < gave_up_step <= step)")
+    return {"stage": stage, "switch_step": switch, "confirmed": confirmed,
+            "gave_up_step": gave_up}
 
 
 def resolve_checkpoint(path):

@@ -80,13 +80,19 @@ class OptimConfig:
     # lr = anneal_lr, and the run ends anneal_steps later (or at train.steps, if that
     # comes first). After the switch the lr halves every anneal_half_life steps (0: it
     # stays at anneal_lr) and the readings go on, for the record. anneal_lr = 0 turns
-    # annealing off.
+    # annealing off. Two ways for a run to give up early (0 turns each off): no switch
+    # by step anneal_give_up (a multiple of anneal_check_every), or none of the
+    # anneal_confirm readings after the switch at the threshold again (a lattice that
+    # came and went). A run that gave up ends there; `sicref run` then tries another
+    # initialisation.
     anneal_lr: float = 0.0
     anneal_grid_fraction: float = 0.15
     anneal_check_every: int = 500
     anneal_steps: int = 4000
     anneal_walks: int = 100
     anneal_half_life: int = 0
+    anneal_give_up: int = 0
+    anneal_confirm: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,7 @@ def _preset_laptop():
         optim=OptimConfig(lr=1e-3, clip_norm=1.0, accumulation=1, plateau_window=1000,
                           plateau_patience=5, anneal_lr=1e-4, anneal_grid_fraction=0.15,
                           anneal_check_every=500, anneal_steps=4000, anneal_walks=100,
-                          anneal_half_life=1000),
+                          anneal_half_life=1000, anneal_give_up=5000, anneal_confirm=2),
         train=TrainConfig(steps=10000, log_every=100, checkpoint_every=500),
     )
 
@@ -301,6 +307,12 @@ def validate(cfg):
     _check_range("optim.anneal_steps", o.anneal_steps, int, 1)
     _check_range("optim.anneal_walks", o.anneal_walks, int, 1)
     _check_range("optim.anneal_half_life", o.anneal_half_life, int, 0)
+    _check_range("optim.anneal_give_up", o.anneal_give_up, int, 0)
+    _check_range("optim.anneal_confirm", o.anneal_confirm, int, 0)
+    if o.anneal_give_up % o.anneal_check_every:
+        raise ConfigError(f"optim.anneal_give_up must be 0 or a multiple of "
+                          f"optim.anneal_check_every ({o.anneal_check_every}), got "
+                          f"{o.anneal_give_up}")
     if o.anneal_lr > 0 and (o.lr_drop_step > 0 or o.lr_half_life > 0):
         raise ConfigError("optim.anneal_lr > 0 cannot be combined with optim.lr_drop_step "
                           "or optim.lr_half_life (set those to 0)")

@@ -6,40 +6,66 @@ import sys
 from .checkpoint import read_jsonl
 from .config import DEFAULT_PRESET, preset, replace
 from .evaluate import evaluate_run, headline, write_over_training
-from .train import train
+from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
+
+DEFAULT_TRIES = 4
+DEFAULT_JOBS = 2
 
 MAIN_ARENAS = (2.0, 3.0, 4.0)
 MAIN_BIN_SIZE = 2.0 / 32  # 32 bins in the 2 m arena, the same bin size in 3 and 4 m
 
 
 def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=None, steps=None,
-             overwrite=False, log=None):
-    """Train (or continue an interrupted run in out), evaluate, write figures.
+             overwrite=False, log=None, tries=DEFAULT_TRIES, jobs=DEFAULT_JOBS):
+    """Train the preset (several initialisations when it has the annealing gate, see
+    sicref.tries), evaluate the chosen one, write figures.
 
-    Returns the evaluation summary. A finished run in out is evaluated again, not
-    retrained; a different config in out is refused.
+    Returns the evaluation summary. Running it again on the same out continues an
+    interrupted job (finished tries are not retrained); --overwrite starts over.
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     cfg = preset(preset_name)
     changes = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
     if changes:
         cfg = replace(cfg, train=changes)
-    latest = os.path.join(out, "checkpoints", "latest.npz")
-    resume = latest if (os.path.exists(latest) and not overwrite) else None
-    log(f"sicref run: preset {preset_name!r}, {cfg.train.steps} steps, N={cfg.model.n_units}"
-        f", B={cfg.data.batch_size}, T={cfg.data.seq_len} -> {out}"
-        + (" (continuing)" if resume else ""))
-    train(cfg, out, resume=resume, overwrite=overwrite, log=log)
+    if cfg.optim.anneal_lr <= 0:
+        tries = 1  # without the gate nothing tells a lattice apart
+    prepare_out(out, overwrite)
+    log(f"sicref run: preset {preset_name!r}, N={cfg.model.n_units}, "
+        f"B={cfg.data.batch_size}, T={cfg.data.seq_len}, at most {cfg.train.steps} steps "
+        f"per try, up to {tries} tr{'y' if tries == 1 else 'ies'} ({jobs} at a time) -> "
+        f"{out}; each try's progress is in {out}/tries/*.log")
+    chosen, rows = run_tries(cfg, out, tries, jobs=jobs, log=log)
+    run_dir = rows[chosen]["run_dir"]
     eval_dir = os.path.join(out, "evaluation")
-    summary = evaluate_run(out, eval_dir, MAIN_ARENAS, seed=cfg.train.seed, overwrite=True,
-                           log=log, bin_size=MAIN_BIN_SIZE)
+    log(f"evaluating try {chosen} ({run_dir})")
+    summary = evaluate_run(run_dir, eval_dir, MAIN_ARENAS, seed=cfg.train.seed,
+                           overwrite=True, log=log, bin_size=MAIN_BIN_SIZE)
     # SPEC §10: gridness is not monotonic in training; show it for every checkpoint.
     log("gridness of every checkpoint (2 m arena):")
-    write_over_training(out, eval_dir, 2.0, seed=cfg.train.seed, log=log)
+    write_over_training(run_dir, eval_dir, 2.0, seed=cfg.train.seed, log=log)
     log(f"figures and summary.json in {eval_dir}")
-    for line in gate_lines(out, cfg) + headline(summary):
+    chosen_cfg = replace(cfg, train={"seed": rows[chosen]["seed"]})
+    for line in tries_lines(rows, chosen) + gate_lines(run_dir, chosen_cfg) + headline(
+            summary):
         log(line)
     return summary
+
+
+def tries_lines(rows, chosen):
+    """One line per try, then which one was evaluated."""
+    if len(rows) == 1:
+        return []
+    lines = []
+    for r in rows:
+        best = "-" if r["best_reading"] is None else f"{r['best_reading']:.0%}"
+        lines.append(f"try {r['try']} (seed {r['seed']}): {r['status']}, {r['steps']} "
+                     f"steps, best gate reading {best}")
+    caught = rows[chosen]["status"] == "caught"
+    lines.append(f"evaluated: try {chosen} ("
+                 + ("the first to catch a lattice)" if caught else
+                    "no try caught a lattice; this one came closest)"))
+    return lines
 
 
 def gate_lines(run_dir, cfg):
@@ -60,9 +86,9 @@ def gate_lines(run_dir, cfg):
     best = max(checks, key=lambda c: c["grid_fraction"])
     return [f"annealing: the gate never opened in {len(checks)} readings (best "
             f"{best['grid_fraction']:.0%} at step {best['step']}, needs "
-            f"{cfg.optim.anneal_grid_fraction:.0%}); no lattice was caught. Whether a seed "
-            f"passes through one is chance-like at this size: docs/results.md lists seeds "
-            f"that do (try --seed 1)"]
+            f"{cfg.optim.anneal_grid_fraction:.0%}); no lattice was caught. Whether an "
+            f"initialisation passes through one is chance-like at this size: more tries "
+            f"(--tries) or another --seed give more chances (docs/results.md)"]
 
 
 def add_run_commands(sub):
@@ -73,9 +99,15 @@ def add_run_commands(sub):
     p.add_argument("--steps", type=int)
     p.add_argument("--overwrite", action="store_true",
                    help="start over instead of continuing a run found in DIR")
+    p.add_argument("--tries", type=int, default=DEFAULT_TRIES,
+                   help="initialisations to try until one catches a lattice "
+                        f"(default {DEFAULT_TRIES}; try i uses seed + {TRY_SEED_STRIDE} i)")
+    p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                   help=f"tries trained at the same time (default {DEFAULT_JOBS})")
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args):
-    main_job(args.preset, args.out, args.seed, args.steps, args.overwrite)
+    main_job(args.preset, args.out, args.seed, args.steps, args.overwrite,
+             tries=args.tries, jobs=args.jobs)
     return 0

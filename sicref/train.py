@@ -184,15 +184,12 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
                                     f"{where}") from None
             steps_done += 1
             if o.anneal_lr > 0 and step % o.anneal_check_every == 0:
-                reading = _check_gridness(params, cfg, step, gridness_path, log,
-                                          schedule["stage"])
+                reading, new_schedule = _check_gridness(params, cfg, step, gridness_path,
+                                                        log, schedule)
                 if reading["switch"]:
                     opt_state, plateau = adamw_init(params), plateau_init(o.anneal_lr)
-                    schedule = {"stage": 2, "switch_step": step}
-                    total_steps = _end_step(cfg, schedule)
-                    log(f"step {step}: grid fraction {reading['grid_fraction']:.0%} >= "
-                        f"{o.anneal_grid_fraction:.0%}; annealing: AdamW restarted at lr "
-                        f"{o.anneal_lr:g} until step {total_steps}")
+                schedule = new_schedule
+                total_steps = _end_step(cfg, schedule)
             if step % cfg.train.log_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - t0
                 record = {"step": step, **values, "seconds": elapsed}
@@ -212,7 +209,10 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
 
 
 def _end_step(cfg, schedule):
-    """The last step: train.steps, or anneal_steps after the annealing switch."""
+    """The last step: train.steps, or anneal_steps after the annealing switch, or where
+    the run gave up."""
+    if schedule["gave_up_step"] is not None:
+        return schedule["gave_up_step"]
     if schedule["stage"] == 2:
         return min(cfg.train.steps, schedule["switch_step"] + cfg.optim.anneal_steps)
     return cfg.train.steps
@@ -226,24 +226,60 @@ def _anneal_scale(cfg, schedule, step):
     return 1.0
 
 
-def _check_gridness(params, cfg, step, path, log, stage):
-    """The annealing gate: score the current network, append the reading to
-    gridness.jsonl and return it; its "switch" is True when it opens the gate (the first
-    stage-1 reading at or above the threshold). After the switch the readings go on,
-    for the record, but change nothing."""
+def _check_gridness(params, cfg, step, path, log, schedule):
+    """The annealing gate: score the current network, decide, append the reading to
+    gridness.jsonl; returns (reading, new schedule).
+
+    In stage 1 the first reading at or above the threshold is the switch ("switch":
+    true); with no switch by step anneal_give_up the run gives up. In stage 2 the first
+    reading at the threshold again confirms the lattice ("confirmed": true); with none
+    in the anneal_confirm readings after the switch the run gives up. "gave_up" marks
+    the reading where a run gave up; "stage" is the stage the reading was taken in.
+    """
     from .evaluate import grid_check
 
+    o = cfg.optim
     t = time.perf_counter()
-    fraction, median = grid_check(params, cfg, n_walks=cfg.optim.anneal_walks)
+    fraction, median = grid_check(params, cfg, n_walks=o.anneal_walks)
+    seconds = time.perf_counter() - t
+    at_threshold = fraction >= o.anneal_grid_fraction
+    new = dict(schedule)
+    switch = confirmed = gave_up = False
+    if schedule["stage"] == 1:
+        if at_threshold:
+            switch = True
+            new.update(stage=2, switch_step=step)
+        elif o.anneal_give_up and step >= o.anneal_give_up:
+            gave_up = True
+    elif not schedule["confirmed"]:
+        if at_threshold:
+            confirmed = True
+            new["confirmed"] = True
+        elif o.anneal_confirm and step >= schedule["switch_step"] + (
+                o.anneal_confirm * o.anneal_check_every):
+            gave_up = True
+    if gave_up:
+        new["gave_up_step"] = step
     record = {"step": step, "grid_fraction": fraction, "median_score60": median,
-              "stage": stage,
-              "switch": bool(stage == 1 and fraction >= cfg.optim.anneal_grid_fraction),
-              "seconds": time.perf_counter() - t}
+              "stage": schedule["stage"], "switch": switch, "confirmed": confirmed,
+              "gave_up": gave_up, "seconds": seconds}
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
     log(f"step {step}: gridness check: {fraction:.0%} grid units, median score60 "
-        f"{median:.2f} ({record['seconds']:.1f} s)")
-    return record
+        f"{median:.2f} ({seconds:.1f} s)")
+    if switch:
+        log(f"step {step}: grid fraction {fraction:.0%} >= {o.anneal_grid_fraction:.0%}; "
+            f"annealing: AdamW restarted at lr {o.anneal_lr:g} until step "
+            f"{_end_step(cfg, new)}")
+    if confirmed:
+        log(f"step {step}: the lattice is still there after the switch (confirmed)")
+    if gave_up:
+        why = (f"no reading reached {o.anneal_grid_fraction:.0%} by step {step}"
+               if schedule["stage"] == 1 else
+               f"the lattice of step {schedule['switch_step']} did not come back in "
+               f"{o.anneal_confirm} readings")
+        log(f"step {step}: giving up: {why}")
+    return record, new
 
 
 def _params_from(path, like):

@@ -58,12 +58,17 @@ def test_switch_restarts_adamw_at_the_new_lr_and_ends_anneal_steps_later(tmp_pat
     assert lrs[10] == 1e-2 and lrs[15] == 1e-3  # tiny's lr, then anneal_lr
     last = load_checkpoint(out / "checkpoints/latest.npz")
     assert last["step"] == 17
-    assert last["schedule"] == {"stage": 2, "switch_step": 10}
+    # the reading at 15 is at the threshold again: it confirms the lattice
+    assert last["schedule"] == {"stage": 2, "switch_step": 10, "confirmed": True,
+                                "gave_up_step": None}
+    assert [c["confirmed"] for c in checks] == [False, False, True]
+    assert not any(c["gave_up"] for c in checks)
     assert last["opt_state"]["t"] == 7  # AdamW's step count restarted at the switch
     again = train(anneal_cfg(), out, resume=out, **QUIET)  # a finished run stays finished
     assert load_checkpoint(out)["step"] == 17 and params_equal(again, last["params"])
     before = load_checkpoint(out / "checkpoints/step_5.npz")
-    assert before["schedule"] == {"stage": 1, "switch_step": None}
+    assert before["schedule"] == {"stage": 1, "switch_step": None, "confirmed": False,
+                                  "gave_up_step": None}
 
 
 @pytest.mark.parametrize("half_life", [0, 3])
@@ -139,7 +144,12 @@ def test_invalid_schedule_in_a_checkpoint_is_refused(tmp_path):
     arrays = read_npz(path)
     meta = json.loads(str(arrays["meta"][()]))
     for bad in ({"stage": 3, "switch_step": None}, {"stage": 2, "switch_step": None},
-                {"stage": 2, "switch_step": 11}, {"stage": 1, "switch_step": 4}, "x"):
+                {"stage": 2, "switch_step": 11}, {"stage": 1, "switch_step": 4}, "x",
+                {"stage": 1, "switch_step": None, "confirmed": True},
+                {"stage": 2, "switch_step": 5, "confirmed": "yes"},
+                {"stage": 2, "switch_step": 5, "gave_up_step": 11},
+                {"stage": 1, "switch_step": None, "gave_up_step": 0},
+                {"stage": 1, "switch_step": None, "gave_up_step": True}):
         meta["schedule"] = bad
         arrays["meta"] = np.array(json.dumps(meta))
         atomic_savez(path, arrays)
@@ -148,7 +158,13 @@ def test_invalid_schedule_in_a_checkpoint_is_refused(tmp_path):
     del meta["schedule"]  # written before annealing existed: stage 1
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_savez(path, arrays)
-    assert load_checkpoint(path)["schedule"] == {"stage": 1, "switch_step": None}
+    assert load_checkpoint(path)["schedule"] == {"stage": 1, "switch_step": None,
+                                                 "confirmed": False, "gave_up_step": None}
+    meta["schedule"] = {"stage": 2, "switch_step": 5}  # before confirm/give-up existed
+    arrays["meta"] = np.array(json.dumps(meta))
+    atomic_savez(path, arrays)
+    assert load_checkpoint(path)["schedule"] == {"stage": 2, "switch_step": 5,
+                                                 "confirmed": False, "gave_up_step": None}
 
 
 def test_grid_check_is_seeded_and_bounded():
@@ -192,3 +208,68 @@ def test_main_job_reports_what_the_gate_did(tmp_path):
     rows.append({"step": 15, "grid_fraction": 0.4, "switch": True})
     (tmp_path / "gridness.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert "opened at step 15 (grid fraction 40%" in gate_lines(tmp_path, cfg)[0]
+
+
+def scripted(monkeypatch, fractions):
+    """grid_check returns fractions[k] at its k-th call (the gate's readings)."""
+    calls = []
+
+    def fake(params, cfg, arena_size=2.0, n_walks=100, seed=0):
+        calls.append(1)
+        return fractions[len(calls) - 1], 0.1
+
+    monkeypatch.setattr(sicref.evaluate, "grid_check", fake)
+
+
+def test_no_switch_by_give_up_step_ends_the_run_there(tmp_path, monkeypatch):
+    scripted(monkeypatch, [0.0, 0.1, 0.2, 0.9])  # would open at 20: too late
+    out = tmp_path / "run"
+    train(anneal_cfg(anneal_give_up=15), out, **QUIET)
+    checks = read_jsonl(out / "gridness.jsonl")
+    assert [(c["step"], c["gave_up"]) for c in checks] == [(5, False), (10, False),
+                                                           (15, True)]
+    last = load_checkpoint(out)
+    assert last["step"] == 15 and read_jsonl(out / "metrics.jsonl")[-1]["step"] == 15
+    assert last["schedule"]["gave_up_step"] == 15 and last["schedule"]["stage"] == 1
+    train(anneal_cfg(anneal_give_up=15), out, resume=out, **QUIET)  # stays ended
+    assert load_checkpoint(out)["step"] == 15
+
+
+def test_a_switch_at_the_give_up_step_is_not_a_give_up(tmp_path, monkeypatch):
+    scripted(monkeypatch, [0.0, 0.0, 0.5, 0.5, 0.5])
+    out = tmp_path / "run"
+    train(anneal_cfg(anneal_give_up=15), out, **QUIET)
+    last = load_checkpoint(out)
+    assert last["step"] == 22 and last["schedule"]["switch_step"] == 15  # 15 + 7
+    assert last["schedule"]["gave_up_step"] is None
+
+
+@pytest.mark.parametrize("readings, end, confirmed", [
+    ([0.5, 0.0, 0.0], 15, False),       # opened at 5, gone at 10 and 15: give up at 15
+    ([0.5, 0.0, 0.4, 0.0], 17, True),   # back at 15 (the 2nd reading): runs to 5 + 12
+    ([0.5, 0.3, 0.0], 17, True),        # the threshold itself counts
+])
+def test_a_lattice_not_seen_again_after_the_switch_ends_the_run(
+        tmp_path, monkeypatch, readings, end, confirmed):
+    scripted(monkeypatch, readings + [0.0] * 5)
+    cfg = anneal_cfg(anneal_confirm=2, anneal_steps=12)
+    out = tmp_path / "run"
+    train(cfg, out, **QUIET)
+    last = load_checkpoint(out)
+    assert last["step"] == end
+    assert last["schedule"]["confirmed"] is confirmed
+    assert last["schedule"]["gave_up_step"] == (None if confirmed else end)
+    assert read_jsonl(out / "gridness.jsonl")[-1]["gave_up"] is (not confirmed)
+
+
+def test_resume_across_a_give_up_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    def gate(params, cfg, arena_size=2.0, n_walks=100, seed=0):
+        return 0.0, 0.1  # never opens
+
+    monkeypatch.setattr(sicref.evaluate, "grid_check", gate)
+    cfg = anneal_cfg(anneal_give_up=15)
+    full = train(cfg, tmp_path / "full", **QUIET)
+    train(replace(cfg, train={"steps": 12}), tmp_path / "part", **QUIET)
+    resumed = train(cfg, tmp_path / "part", resume=tmp_path / "part", **QUIET)
+    assert params_equal(full, resumed)
+    assert load_checkpoint(tmp_path / "part")["schedule"]["gave_up_step"] == 15

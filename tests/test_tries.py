@@ -1,0 +1,160 @@
+"""The main job's tries: several initialisations, the first that catches a lattice."""
+
+import json
+
+import pytest
+
+from sicref.checkpoint import load_checkpoint
+from sicref.config import preset, replace
+from sicref.run import tries_lines
+from sicref.train import train
+from sicref.tries import TriesError, prepare_out, run_tries, try_seed, try_status
+
+QUIET = lambda line: None
+
+
+def gated(threshold, steps=20, **optim):
+    """tiny with the gate every 5 steps (the real grid check, 4 walks)."""
+    o = {"anneal_lr": 1e-3, "anneal_check_every": 5, "anneal_steps": 5, "anneal_walks": 4,
+         "anneal_grid_fraction": threshold, **optim}
+    return replace(preset("tiny"), optim=o, train={"steps": steps, "checkpoint_every": 5})
+
+
+def test_no_catch_runs_every_try_to_its_give_up(tmp_path):
+    cfg = gated(1.0, anneal_give_up=10)  # every unit a grid unit: never at this size
+    chosen, rows = run_tries(cfg, str(tmp_path), 3, jobs=2, log=QUIET, poll=0.05)
+    assert [r["status"] for r in rows] == ["gave up"] * 3
+    assert [r["steps"] for r in rows] == [10, 10, 10]
+    assert [r["seed"] for r in rows] == [0, 1000, 2000]
+    best = max(range(3), key=lambda i: (rows[i]["best_reading"], -i))
+    assert chosen == best
+    layout = json.loads((tmp_path / "tries.json").read_text())
+    assert layout["chosen"] == chosen and layout["caught"] is False
+    assert "came closest" in tries_lines(rows, chosen)[-1]
+
+
+class InProcess:
+    """A try trained in a thread of this process, so that a test can script the gate."""
+
+    def __init__(self, cfg, run_dir, threads):
+        import os
+        import threading
+
+        latest = os.path.join(run_dir, "checkpoints", "latest.npz")
+        resume = latest if os.path.exists(latest) else None
+        self.returncode, self.terminated = None, False
+
+        def work():
+            train(cfg, run_dir, resume=resume, log=QUIET)
+            self.returncode = 0
+
+        self.thread = threading.Thread(target=work)
+        self.thread.start()
+
+    def poll(self):
+        return None if self.thread.is_alive() else self.returncode
+
+    def terminate(self):
+        self.terminated = True
+
+    def wait(self):
+        self.thread.join()
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def gate_by_seed(monkeypatch):
+    """grid_check reads 0.5 for the seeds in gate_by_seed.catch, else 0 (by g0_raw)."""
+    import numpy as np
+
+    import sicref.evaluate
+    from sicref.model import init_params
+
+    marks = {}
+
+    def fake(params, cfg, arena_size=2.0, n_walks=100, seed=0):
+        return (0.5 if fake.lookup(params) in fake.catch else 0.0), 0.1
+
+    def lookup(params):
+        # g0_raw moves little in a few steps: the nearest initial g0_raw names the seed
+        return min(marks, key=lambda s: np.abs(params["g0_raw"] - marks[s]).sum())
+
+    cfg = preset("tiny")
+    for s in (0, 1000, 2000, 3000):
+        marks[s] = init_params(np.random.default_rng(s), cfg.model.n_units,
+                               cfg.model.hidden)["g0_raw"]
+    fake.lookup, fake.catch = lookup, set()
+    monkeypatch.setattr(sicref.evaluate, "grid_check", fake)
+    return fake
+
+
+def launch_in_process(cfg, run_dir, threads):
+    p = InProcess(cfg, run_dir, threads)
+    return p, p
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_lowest_try_that_catches_is_chosen(tmp_path, gate_by_seed, jobs):
+    gate_by_seed.catch = {1000, 2000}
+    cfg = gated(0.3, anneal_confirm=1, anneal_give_up=10)
+    chosen, rows = run_tries(cfg, str(tmp_path), 4, jobs=jobs, log=QUIET, poll=0.01,
+                             launch=launch_in_process)
+    assert chosen == 1
+    assert [r["status"] for r in rows[:2]] == ["gave up", "caught"]
+    assert rows[1]["switch_step"] == 5 and rows[1]["steps"] == 10  # 5 + anneal_steps
+    assert rows[3]["status"] == "not run"  # never started: try 1 caught first
+    last = load_checkpoint(rows[1]["run_dir"])
+    assert last["schedule"]["confirmed"] and last["schedule"]["switch_step"] == 5
+    assert "the first to catch a lattice" in tries_lines(rows, chosen)[-1]
+
+
+def test_a_try_equals_a_plain_run_with_its_seed(tmp_path):
+    """A try is an ordinary run: same parameters as `train` with seed + 1000 i."""
+    cfg = gated(1.0, anneal_give_up=10)
+    chosen, rows = run_tries(cfg, str(tmp_path / "main"), 2, jobs=2, log=QUIET, poll=0.05)
+    plain = train(replace(cfg, train={"seed": try_seed(0, 1)}), tmp_path / "plain",
+                  log=QUIET)
+    got = load_checkpoint(rows[1]["run_dir"])["params"]
+    assert all((got[k] == plain[k]).all() for k in plain)
+
+
+def test_continuing_a_finished_job_retrains_nothing(tmp_path):
+    cfg = gated(1.0, anneal_give_up=10)
+    run_tries(cfg, str(tmp_path), 2, jobs=2, log=QUIET, poll=0.05)
+    stamp = (tmp_path / "tries/try1_seed1000/checkpoints/latest.npz").stat().st_mtime_ns
+    lines = []
+    chosen, rows = run_tries(cfg, str(tmp_path), 2, jobs=2, log=lines.append, poll=0.05)
+    assert [r["status"] for r in rows] == ["gave up", "gave up"]
+    assert (tmp_path / "tries/try1_seed1000/checkpoints/latest.npz").stat().st_mtime_ns \
+        == stamp
+
+
+def test_try_status_reads_the_gate(tmp_path):
+    cfg = gated(0.5, anneal_confirm=2)
+    d = tmp_path / "run"
+    d.mkdir()
+    assert try_status(str(d), cfg)[0] == "open"
+    rows = [{"step": 5, "switch": True}]
+    (d / "gridness.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert try_status(str(d), cfg)[0] == "open"  # opened, not yet confirmed
+    assert try_status(str(d), replace(cfg, optim={"anneal_confirm": 0}))[0] == "caught"
+    rows.append({"step": 10, "confirmed": True})
+    (d / "gridness.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert try_status(str(d), cfg)[0] == "caught"
+    rows[1] = {"step": 10, "gave_up": True}
+    (d / "gridness.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert try_status(str(d), cfg)[0] == "gave up"
+
+
+def test_output_directory_rules(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    for overwrite in (False, True):
+        with pytest.raises(TriesError, match="not a `sicref run` directory"):
+            prepare_out(str(other), overwrite)
+    assert (other / "notes.txt").read_text() == "keep me"
+    with pytest.raises(TriesError, match=">= 1"):
+        run_tries(gated(1.0), str(tmp_path / "x"), 0, log=QUIET)
