@@ -95,6 +95,19 @@ def _progress(run_dir):
     return rows[-1] if rows else None
 
 
+def _last_progress_line(run_dir):
+    """The try's latest progress line (step, losses, lr, steps/s, ETA) from its log."""
+    try:
+        with open(run_dir + ".log", "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    found = [ln for ln in lines if ln.startswith("step ") and "steps/s" in ln]
+    return found[-1] if found else None
+
+
 def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
               launch=None):
     """Train up to `tries` initialisations of cfg into out/tries/, `jobs` at a time, and
@@ -156,11 +169,8 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
                 break
             if time.monotonic() - last_report >= report_every:
                 last_report = time.monotonic()
-                parts = []
                 for i in sorted(running):
-                    p = _progress(dirs[i])
-                    parts.append(f"try {i}: step {p['step'] if p else 0}")
-                log("  " + "; ".join(parts))
+                    log(f"  try {i}: {_last_progress_line(dirs[i]) or 'starting'}")
             time.sleep(poll)
     finally:
         for proc, fh in running.values():

@@ -46,6 +46,8 @@ INVALID = [
     ("optim", "anneal_grid_fraction", 1.5), ("optim", "anneal_check_every", 0),
     ("optim", "anneal_steps", 0), ("optim", "anneal_walks", 0),
     ("optim", "anneal_half_life", -1), ("optim", "anneal_half_life", 1.5),
+    ("optim", "anneal_give_up", -500), ("optim", "anneal_give_up", 750),
+    ("optim", "anneal_confirm", -1), ("optim", "anneal_confirm", 1.0),
     ("train", "steps", 0), ("train", "seed", -1), ("train", "log_every", 0),
     ("train", "checkpoint_every", 0), ("train", "steps", True),
 ]

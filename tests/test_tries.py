@@ -158,3 +158,15 @@ def test_output_directory_rules(tmp_path):
     assert (other / "notes.txt").read_text() == "keep me"
     with pytest.raises(TriesError, match=">= 1"):
         run_tries(gated(1.0), str(tmp_path / "x"), 0, log=QUIET)
+
+
+def test_progress_line_is_the_tries_latest(tmp_path):
+    from sicref.tries import _last_progress_line
+
+    run = tmp_path / "try0_seed0"
+    assert _last_progress_line(str(run)) is None
+    lines = ["step 100/10000 | total 0.1 | lr 1.00e-03 | 20.0 steps/s | ETA 8m",
+             "step 500: gridness check: 0% grid units",
+             "step 200/10000 | total 0.09 | lr 1.00e-03 | 21.0 steps/s | ETA 7m"]
+    (tmp_path / "try0_seed0.log").write_text("x" * 5000 + "\n" + "\n".join(lines) + "\n")
+    assert _last_progress_line(str(run)) == lines[2]
