@@ -114,11 +114,16 @@ def _format_eta(seconds):
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def progress_line(step, total_steps, values, rate):
-    eta = (total_steps - step) / rate if rate > 0 else float("nan")
+def progress_line(step, total_steps, values, rate, give_up=None):
+    """One progress line. give_up: the step at which a run whose annealing gate has not
+    opened ends; the ETA is then to that step, as the gate decides there."""
+    until = give_up if give_up and step < give_up < total_steps else total_steps
+    eta = (until - step) / rate if rate > 0 else float("nan")
     parts = " ".join(f"{k[:3]} {values[k]:.4g}" for k in PARTS)
     return (f"step {step}/{total_steps} | total {values['total']:.5g} | {parts} | "
-            f"lr {values['lr']:.2e} | {rate:.1f} steps/s | ETA {_format_eta(eta)}")
+            f"lr {values['lr']:.2e} | {rate:.1f} steps/s | ETA {_format_eta(eta)}"
+            + (f" (to step {until}, where the run gives up unless the gate opens)"
+               if until != total_steps else ""))
 
 
 def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
@@ -195,7 +200,9 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
                 record = {"step": step, **values, "seconds": elapsed}
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
-                log(progress_line(step, total_steps, values, steps_done / elapsed))
+                give_up = o.anneal_give_up if (o.anneal_lr > 0
+                                               and schedule["stage"] == 1) else None
+                log(progress_line(step, total_steps, values, steps_done / elapsed, give_up))
             out_of_time = (max_seconds is not None
                            and time.perf_counter() - t0 > max_seconds)
             if step % cfg.train.checkpoint_every == 0 or step == total_steps or out_of_time:

@@ -273,3 +273,15 @@ def test_resume_across_a_give_up_equals_an_uninterrupted_run(tmp_path, monkeypat
     resumed = train(cfg, tmp_path / "part", resume=tmp_path / "part", **QUIET)
     assert params_equal(full, resumed)
     assert load_checkpoint(tmp_path / "part")["schedule"]["gave_up_step"] == 15
+
+
+def test_progress_eta_counts_to_the_give_up_step():
+    from sicref.train import PARTS, progress_line
+
+    values = {"total": 0.1, "lr": 1e-3, **{k: 0.0 for k in PARTS}}
+    plain = progress_line(1000, 10000, values, 10.0)
+    assert plain.endswith("ETA 0:15:00")
+    gated = progress_line(1000, 10000, values, 10.0, give_up=5000)
+    assert "ETA 0:06:40 (to step 5000" in gated
+    assert progress_line(6000, 10000, values, 10.0, give_up=5000) == progress_line(
+        6000, 10000, values, 10.0)
