@@ -50,12 +50,18 @@ def atomic_savez(path, arrays):
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_jsonl(path):
-    """The records of a JSON-lines log (metrics.jsonl, gridness.jsonl); [] if absent."""
+def read_jsonl(path, partial_ok=False):
+    """The records of a JSON-lines log (metrics.jsonl, gridness.jsonl); [] if absent.
+
+    partial_ok: ignore a last line without its newline (a log being written, or one
+    whose writer was stopped mid-line)."""
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.readlines()
+    if partial_ok and lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def meta_array(meta):

@@ -101,12 +101,12 @@ def prepare_run_dir(out, overwrite=False):
 
 
 def _truncate_metrics(path, last_step):
-    """On resume, drop log lines written after the checkpoint we resume from."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= last_step]
-    ckpt.atomic_write_text(path, "".join(lines))
+    """On resume, drop log lines written after the checkpoint we resume from (and a
+    last line cut short by a stopped writer)."""
+    records = ckpt.read_jsonl(path, partial_ok=True)
+    if os.path.exists(path):
+        ckpt.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records
+                                             if r["step"] <= last_step))
 
 
 def _format_eta(seconds):

@@ -47,7 +47,7 @@ def try_status(run_dir, cfg):
     """What a try's gate readings say: "caught" (a lattice that the gate confirmed, or
     the switch alone when anneal_confirm is 0), "gave up", or "open" (neither yet).
     Also returns the readings."""
-    checks = read_jsonl(os.path.join(run_dir, "gridness.jsonl"))
+    checks = read_jsonl(os.path.join(run_dir, "gridness.jsonl"), partial_ok=True)
     if any(c.get("gave_up") for c in checks):
         return "gave up", checks
     need = "confirmed" if cfg.optim.anneal_confirm else "switch"
@@ -91,7 +91,7 @@ def _launch(cfg, run_dir, threads):
 
 
 def _progress(run_dir):
-    rows = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+    rows = read_jsonl(os.path.join(run_dir, "metrics.jsonl"), partial_ok=True)
     return rows[-1] if rows else None
 
 

@@ -202,3 +202,21 @@ def test_init_from_starts_a_new_run_from_checkpoint_parameters(tmp_path):
     with pytest.raises(TrainingError, match="parameter 'mlp/W2' is \\(16, 64\\)"):
         train(wider, tmp_path / "c", init_from=tmp_path / "a", **QUIET)
     assert not (tmp_path / "c").exists()
+
+
+def test_resume_drops_a_log_line_cut_short_by_a_stopped_writer(tmp_path):
+    from sicref.checkpoint import read_jsonl
+
+    cfg = replace(preset("tiny"), train={"steps": 10, "checkpoint_every": 5,
+                                         "log_every": 1})
+    full = train(cfg, tmp_path / "full", **QUIET)
+    train(replace(cfg, train={"steps": 5}), tmp_path / "part", **QUIET)
+    with open(tmp_path / "part/metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "tot')  # the writer was stopped mid-line
+    with pytest.raises(ValueError):
+        read_jsonl(tmp_path / "part/metrics.jsonl")
+    assert [r["step"] for r in read_jsonl(tmp_path / "part/metrics.jsonl",
+                                          partial_ok=True)] == [1, 2, 3, 4, 5]
+    resumed = train(cfg, tmp_path / "part", resume=tmp_path / "part", **QUIET)
+    assert all(np.array_equal(full[k], resumed[k]) for k in full)
+    assert (tmp_path / "part/metrics.jsonl").read_text().count("\n") == 10
