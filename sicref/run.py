@@ -8,7 +8,7 @@ from .config import DEFAULT_PRESET, preset, replace
 from .evaluate import evaluate_run, headline, write_over_training
 from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
 
-DEFAULT_TRIES = 4
+DEFAULT_TRIES = 6
 DEFAULT_JOBS = 2
 
 MAIN_ARENAS = (2.0, 3.0, 4.0)

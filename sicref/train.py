@@ -188,7 +188,8 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
                 raise TrainingError(f"{e}; training stopped. Last good checkpoint: "
                                     f"{where}") from None
             steps_done += 1
-            if o.anneal_lr > 0 and step % o.anneal_check_every == 0:
+            if (o.anneal_lr > 0 and step % o.anneal_check_every == 0
+                    and step >= o.anneal_check_from):
                 reading, new_schedule = _check_gridness(params, cfg, step, gridness_path,
                                                         log, schedule)
                 if reading["switch"]:

@@ -285,3 +285,11 @@ def test_progress_eta_counts_to_the_give_up_step():
     assert "ETA 0:06:40 (to step 5000" in gated
     assert progress_line(6000, 10000, values, 10.0, give_up=5000) == progress_line(
         6000, 10000, values, 10.0)
+
+
+def test_readings_start_at_check_from(tmp_path, monkeypatch):
+    scripted(monkeypatch, [0.0, 0.0, 0.0])
+    out = tmp_path / "run"
+    train(anneal_cfg(steps=30, anneal_check_from=12, anneal_give_up=20), out, **QUIET)
+    assert [c["step"] for c in read_jsonl(out / "gridness.jsonl")] == [15, 20]
+    assert load_checkpoint(out)["step"] == 20

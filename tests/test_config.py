@@ -48,6 +48,7 @@ INVALID = [
     ("optim", "anneal_half_life", -1), ("optim", "anneal_half_life", 1.5),
     ("optim", "anneal_give_up", -500), ("optim", "anneal_give_up", 750),
     ("optim", "anneal_confirm", -1), ("optim", "anneal_confirm", 1.0),
+    ("optim", "anneal_check_from", -1),
     ("train", "steps", 0), ("train", "seed", -1), ("train", "log_every", 0),
     ("train", "checkpoint_every", 0), ("train", "steps", True),
 ]
@@ -61,6 +62,14 @@ def test_each_invalid_field_is_named_in_the_error(section, field, value):
     d[section][field] = value
     with pytest.raises(ConfigError, match=rf"{section}\.{field}"):
         config_from_dict(d)
+
+
+def test_give_up_comes_at_or_after_the_first_reading():
+    with pytest.raises(ConfigError, match="optim.anneal_give_up"):
+        replace(preset("tiny"), optim={"anneal_lr": 1e-3, "anneal_check_every": 5,
+                                       "anneal_check_from": 20, "anneal_give_up": 15})
+    replace(preset("tiny"), optim={"anneal_lr": 1e-3, "anneal_check_every": 5,
+                                   "anneal_check_from": 20, "anneal_give_up": 20})
 
 
 def test_annealing_cannot_be_combined_with_the_other_schedules():
