@@ -14,7 +14,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, read_jsonl
 from .cli import add_config_args, config_from_args
 from .config import config_to_dict, replace, save_config
 
@@ -96,11 +96,8 @@ def _row(name, cfg, run_dir, summary_path, wall):
     with open(summary_path) as f:
         summary = json.load(f)
     arena = next(iter(summary["arenas"].values()))
-    last = {}
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            if line.strip():
-                last = json.loads(line)
+    last = (read_jsonl(os.path.join(run_dir, "metrics.jsonl"), partial_ok=True)
+            or [{}])[-1]
     return {"name": name, "status": "done", "wall_s": wall if wall is not None else
             last.get("seconds"), "step": summary["step"],
             "total": last.get("total"), "separation": last.get("separation"),
