@@ -10,12 +10,16 @@ from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
 
 DEFAULT_TRIES = 6
 DEFAULT_JOBS = 2
+# The main job's default seed. Whether an initialisation catches a lattice is chance-
+# like (about one in eight); seed 1's first try does, so the default command shows one
+# in about 8 minutes. docs/results.md reports seeds 0-4 alike.
+DEFAULT_SEED = 1
 
 MAIN_ARENAS = (2.0, 3.0, 4.0)
 MAIN_BIN_SIZE = 2.0 / 32  # 32 bins in the 2 m arena, the same bin size in 3 and 4 m
 
 
-def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=None, steps=None,
+def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, steps=None,
              overwrite=False, log=None, tries=DEFAULT_TRIES, jobs=DEFAULT_JOBS):
     """Train the preset (several initialisations when it has the annealing gate, see
     sicref.tries), evaluate the chosen one, write figures.
@@ -95,7 +99,8 @@ def add_run_commands(sub):
     p = sub.add_parser("run", help="main job: train the default preset, evaluate, figures")
     p.add_argument("--preset", default=DEFAULT_PRESET)
     p.add_argument("--out", default="runs/default", metavar="DIR")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"first try's seed (default {DEFAULT_SEED}, see docs/results.md)")
     p.add_argument("--steps", type=int)
     p.add_argument("--overwrite", action="store_true",
                    help="start over instead of continuing a run found in DIR")
