@@ -156,6 +156,33 @@ def over_training_plot(rows, arena, out, name):
     return _save(fig, out, name)
 
 
+def tries_plot(rows, threshold, out, name):
+    """The gate's readings of every try of a main job; solid lines caught a lattice."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    for r in rows:
+        checks = read_jsonl(os.path.join(r["run_dir"], "gridness.jsonl"), partial_ok=True)
+        if not checks:
+            continue
+        colour = f"C{r['try'] % 10}"
+        ax.plot([c["step"] for c in checks], [c["grid_fraction"] for c in checks],
+                "o-" if r["status"] == "caught" else "o--", color=colour, ms=3,
+                lw=2 if r["status"] == "caught" else 1,
+                label=f"try {r['try']} (seed {r['seed']}): {r['status']}")
+        for c in checks:
+            if c.get("switch"):
+                ax.plot(c["step"], c["grid_fraction"], "*", color=colour, ms=13,
+                        markeredgecolor="k", zorder=5)
+    ax.axhline(threshold, color="0.5", ls=":", lw=1)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("grid fraction (2 m)")
+    ax.set_ylim(-0.02, 1.0)
+    ax.set_title("Gate readings of every try (*: the gate opened; dotted: threshold)",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    return _save(fig, out, name)
+
+
 def arenas_side_by_side(arrays, out, name, n_units=8):
     arenas = sorted(arrays)
     ref = arrays[2.0] if 2.0 in arrays else arrays[arenas[0]]

@@ -6,6 +6,7 @@ import sys
 from .checkpoint import read_jsonl
 from .config import DEFAULT_PRESET, preset, replace
 from .evaluate import evaluate_run, headline, write_over_training
+from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
 
 DEFAULT_TRIES = 6
@@ -48,6 +49,8 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     # SPEC §10: gridness is not monotonic in training; show it for every checkpoint.
     log("gridness of every checkpoint (2 m arena):")
     write_over_training(run_dir, eval_dir, 2.0, seed=cfg.train.seed, log=log)
+    if len(rows) > 1:
+        tries_plot(rows, cfg.optim.anneal_grid_fraction, eval_dir, "tries.png")
     log(f"figures and summary.json in {eval_dir}")
     chosen_cfg = replace(cfg, train={"seed": rows[chosen]["seed"]})
     for line in tries_lines(rows, chosen) + gate_lines(run_dir, chosen_cfg) + headline(

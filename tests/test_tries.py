@@ -31,6 +31,10 @@ def test_no_catch_runs_every_try_to_its_give_up(tmp_path):
     layout = json.loads((tmp_path / "tries.json").read_text())
     assert layout["chosen"] == chosen and layout["caught"] is False
     assert "came closest" in tries_lines(rows, chosen)[-1]
+    from sicref.plots import tries_plot
+
+    tries_plot(rows, 1.0, str(tmp_path), "tries.png")
+    assert (tmp_path / "tries.png").read_bytes()[:4] == b"\x89PNG"
 
 
 class InProcess:
