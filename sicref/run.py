@@ -12,7 +12,7 @@ from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
 DEFAULT_TRIES = 6
 DEFAULT_JOBS = 2
 # The main job's default seed. Whether an initialisation catches a lattice is chance-
-# like (about one in eight); seed 1's first try does, so the default command shows one
+# like (about one in nine); seed 1's first try does, so the default command shows one
 # in about 8 minutes. docs/results.md reports seeds 0-4 alike.
 DEFAULT_SEED = 1
 
