@@ -10,7 +10,7 @@ from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
 
 DEFAULT_TRIES = 6
-DEFAULT_JOBS = 2
+DEFAULT_JOBS = min(2, os.cpu_count() or 1)  # tries side by side, one core each
 # The main job's default seed. Whether an initialisation catches a lattice is chance-
 # like (about one in nine); seed 1's first try does, so the default command shows one
 # in about 8 minutes. docs/results.md reports seeds 0-4 alike.
@@ -111,7 +111,8 @@ def add_run_commands(sub):
                    help="initialisations to try until one catches a lattice "
                         f"(default {DEFAULT_TRIES}; try i uses seed + {TRY_SEED_STRIDE} i)")
     p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
-                   help=f"tries trained at the same time (default {DEFAULT_JOBS})")
+                   help=f"tries trained at the same time (default {DEFAULT_JOBS}: two, or "
+                        f"one on a 1-core machine); the result does not depend on it")
     p.set_defaults(func=_cmd_run)
 
 
