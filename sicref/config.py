@@ -82,11 +82,10 @@ class OptimConfig:
     # stays at anneal_lr) and the readings go on, for the record. anneal_lr = 0 turns
     # annealing off. anneal_check_from: the first step with a reading (readings
     # before it are skipped; 0: from the start). Two ways for a run to give up early
-    # (0 turns each off): no switch
-    # by step anneal_give_up (a multiple of anneal_check_every), or none of the
-    # anneal_confirm readings after the switch at the threshold again (a lattice that
-    # came and went). A run that gave up ends there; `sicref run` then tries another
-    # initialisation.
+    # (0 turns each off): no switch by step anneal_give_up (a multiple of
+    # anneal_check_every), or none of the anneal_confirm readings after the switch at
+    # the threshold again (a lattice that came and went). A run that gave up ends
+    # there; `sicref run` then tries another initialisation.
     anneal_lr: float = 0.0
     anneal_grid_fraction: float = 0.15
     anneal_check_every: int = 500

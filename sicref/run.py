@@ -52,9 +52,7 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     if len(rows) > 1:
         tries_plot(rows, cfg.optim.anneal_grid_fraction, eval_dir, "tries.png")
     log(f"figures and summary.json in {eval_dir}")
-    chosen_cfg = replace(cfg, train={"seed": rows[chosen]["seed"]})
-    for line in tries_lines(rows, chosen) + gate_lines(run_dir, chosen_cfg) + headline(
-            summary):
+    for line in tries_lines(rows, chosen) + gate_lines(run_dir, cfg) + headline(summary):
         log(line)
     return summary
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .checkpoint import atomic_write_text, read_jsonl
 from .cli import add_config_args, config_from_args
 from .config import config_to_dict, replace, save_config
+from .train import train_command
 
 
 def parse_override(text, base):
@@ -69,16 +70,7 @@ def _run_one(sweep_dir, name, cfg, arena, threads, max_seconds=None):
     os.makedirs(run_dir, exist_ok=True)
     cfg_path = os.path.join(sweep_dir, f"{name}.config.json")
     save_config(cfg, cfg_path)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    latest = os.path.join(run_dir, "checkpoints", "latest.npz")
-    cmd = [sys.executable, "-m", "sicref", "train", "--config", cfg_path, "--out", run_dir]
-    if max_seconds is not None:
-        cmd += ["--max-seconds", str(max_seconds)]
-    if os.path.exists(latest):
-        cmd += ["--resume", latest]
-    elif os.listdir(run_dir):
-        cmd += ["--overwrite"]
+    cmd, env = train_command(cfg_path, run_dir, threads, max_seconds)
     t0 = time.time()
     with open(os.path.join(sweep_dir, f"{name}.log"), "a") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=log, env=env)

@@ -100,6 +100,25 @@ def prepare_run_dir(out, overwrite=False):
     os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
 
 
+def train_command(cfg_path, run_dir, threads=None, max_seconds=None):
+    """(argv, env) for `sicref train` in a subprocess that starts run_dir, or continues
+    it from its latest checkpoint; a run dir left without one (its process died before
+    the first checkpoint) is started over. threads: BLAS threads (None: inherited)."""
+    cmd = [sys.executable, "-m", "sicref", "train", "--config", cfg_path, "--out", run_dir]
+    if max_seconds is not None:
+        cmd += ["--max-seconds", str(max_seconds)]
+    latest = os.path.join(run_dir, "checkpoints", "latest.npz")
+    if os.path.exists(latest):
+        cmd += ["--resume", latest]
+    elif os.path.isdir(run_dir) and os.listdir(run_dir):
+        cmd += ["--overwrite"]
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+                   MKL_NUM_THREADS=str(threads))
+    return cmd, env
+
+
 def _truncate_metrics(path, last_step):
     """On resume, drop log lines written after the checkpoint we resume from (and a
     last line cut short by a stopped writer)."""

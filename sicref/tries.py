@@ -2,8 +2,8 @@
 a lattice.
 
 Whether a run passes through a hexagonal lattice at the ~4k-step transition is chance-
-like at laptop size (docs/experiments.md section 3): a given initialisation does it about
-one time in four or five. With the annealing gate (`optim.anneal_*`) a run knows when it
+like at laptop size (docs/experiments.md sections 3-4): a given initialisation does it
+about one time in nine. With the annealing gate (`optim.anneal_*`) a run knows when it
 has caught one, and with `anneal_give_up` / `anneal_confirm` it stops early when it has
 not. The main job therefore trains try 0, 1, 2, ... (try i uses train.seed =
 seed + TRY_SEED_STRIDE * i, everything else unchanged), at most `jobs` at a time, and
@@ -20,12 +20,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 from .checkpoint import atomic_write_text, read_jsonl
 from .config import replace, save_config
-from .train import TrainingError
+from .train import TrainingError, train_command
 
 TRY_SEED_STRIDE = 1000
 LAYOUT_FILE = "tries.json"
@@ -75,16 +74,7 @@ def _launch(cfg, run_dir, threads):
     os.makedirs(run_dir, exist_ok=True)
     cfg_path = os.path.join(os.path.dirname(run_dir), os.path.basename(run_dir) + ".json")
     save_config(cfg, cfg_path)
-    cmd = [sys.executable, "-m", "sicref", "train", "--config", cfg_path, "--out", run_dir]
-    latest = os.path.join(run_dir, "checkpoints", "latest.npz")
-    if os.path.exists(latest):
-        cmd += ["--resume", latest]
-    elif os.listdir(run_dir):
-        cmd += ["--overwrite"]  # a try that died before its first checkpoint
-    env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-                   MKL_NUM_THREADS=str(threads))
+    cmd, env = train_command(cfg_path, run_dir, threads)
     log = open(os.path.join(os.path.dirname(run_dir),
                             os.path.basename(run_dir) + ".log"), "a")
     return subprocess.Popen(cmd, stdout=log, stderr=log, env=env), log

@@ -220,3 +220,19 @@ def test_resume_drops_a_log_line_cut_short_by_a_stopped_writer(tmp_path):
     resumed = train(cfg, tmp_path / "part", resume=tmp_path / "part", **QUIET)
     assert all(np.array_equal(full[k], resumed[k]) for k in full)
     assert (tmp_path / "part/metrics.jsonl").read_text().count("\n") == 10
+
+
+def test_train_command_starts_continues_or_restarts_a_run_dir(tmp_path):
+    from sicref.train import train_command
+
+    run = tmp_path / "run"
+    cmd, env = train_command("c.json", str(run), threads=1, max_seconds=5)
+    assert cmd[-6:] == ["--config", "c.json", "--out", str(run), "--max-seconds", "5"]
+    assert env["OPENBLAS_NUM_THREADS"] == "1"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")  # died before its first checkpoint
+    assert train_command("c.json", str(run))[0][-1] == "--overwrite"
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints/latest.npz").write_bytes(b"")
+    assert train_command("c.json", str(run))[0][-2:] == [
+        "--resume", str(run / "checkpoints/latest.npz")]
