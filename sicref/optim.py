@@ -28,8 +28,10 @@ def clip_by_global_norm(grads, max_norm):
 
 
 def mean_of_grads(grad_list):
-    """Gradient accumulation: the mean of k batches' gradients."""
+    """Gradient accumulation: the mean of k batches' gradients (one batch: returned as is)."""
     k = len(grad_list)
+    if k == 1:
+        return grad_list[0]
     return {name: sum(g[name] for g in grad_list) / k for name in grad_list[0]}
 
 
@@ -44,25 +46,56 @@ def adamw_init(params):
     return {"t": 0, "m": zeros, "v": {k: np.zeros_like(p) for k, p in params.items()}}
 
 
+CHUNK = 1 << 15  # elements per chunk of the AdamW update (256 KiB: stays in cache)
+
+
 def adamw_update(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8,
                  weight_decay=0.0):
     """One AdamW step (Loshchilov & Hutter): decoupled weight decay, bias-corrected moments.
 
-    p <- p - lr * weight_decay * p - lr * m_hat / (sqrt(v_hat) + eps)
-    Returns (new params, new state).
+        m <- beta1 m + (1 - beta1) g,   v <- beta2 v + (1 - beta2) g g,
+        p <- p - (lr weight_decay) p - lr (m / c1) / (sqrt(v / c2) + eps),
+        c1 = 1 - beta1^t, c2 = 1 - beta2^t.
+
+    Returns (new params, new state); the inputs are not modified. The arithmetic is
+    elementwise in exactly this order, done chunk by chunk so that the dozen passes
+    over a large parameter stay in cache (the MLP's last layer has N^2 H entries).
     """
     t = state["t"] + 1
     new_params, m_new, v_new = {}, {}, {}
     c1 = 1.0 - beta1 ** t
     c2 = 1.0 - beta2 ** t
+    step_buf, denom_buf = np.empty(CHUNK), np.empty(CHUNK)
     for k, p in params.items():
-        g = grads[k]
-        m = beta1 * state["m"][k] + (1.0 - beta1) * g
-        v = beta2 * state["v"][k] + (1.0 - beta2) * g * g
-        m_hat = m / c1
-        v_hat = v / c2
-        new_params[k] = p - lr * weight_decay * p - lr * m_hat / (np.sqrt(v_hat) + eps)
-        m_new[k], v_new[k] = m, v
+        p = np.asarray(p, dtype=np.float64)
+        flat_p = p.ravel()
+        flat_g = np.asarray(grads[k], dtype=np.float64).ravel()
+        flat_m0 = np.asarray(state["m"][k], dtype=np.float64).ravel()
+        flat_v0 = np.asarray(state["v"][k], dtype=np.float64).ravel()
+        n = flat_p.size
+        out_p, out_m, out_v = np.empty(n), np.empty(n), np.empty(n)
+        for s in range(0, n, CHUNK):
+            e = min(s + CHUNK, n)
+            g, m, v, q = flat_g[s:e], out_m[s:e], out_v[s:e], out_p[s:e]
+            step, denom = step_buf[:e - s], denom_buf[:e - s]
+            np.multiply(beta1, flat_m0[s:e], out=m)
+            np.multiply(1.0 - beta1, g, out=step)
+            m += step
+            np.multiply(beta2, flat_v0[s:e], out=v)
+            np.multiply(1.0 - beta2, g, out=step)
+            step *= g
+            v += step
+            np.divide(v, c2, out=denom)
+            np.sqrt(denom, out=denom)
+            denom += eps
+            np.divide(m, c1, out=step)
+            step *= lr
+            step /= denom
+            np.multiply(lr * weight_decay, flat_p[s:e], out=q)
+            np.subtract(flat_p[s:e], q, out=q)
+            q -= step
+        new_params[k] = out_p.reshape(p.shape)
+        m_new[k], v_new[k] = out_m.reshape(p.shape), out_v.reshape(p.shape)
     return new_params, {"t": t, "m": m_new, "v": v_new}
 
 

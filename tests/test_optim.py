@@ -32,6 +32,53 @@ def test_adamw_decreases_a_quadratic():
     assert np.sum((p["w"] - target) ** 2) < 1e-3
 
 
+def _adamw_whole_arrays(params, grads, state, lr, beta1, beta2, eps, weight_decay):
+    """The AdamW formula on whole arrays, one numpy expression per line."""
+    t = state["t"] + 1
+    c1, c2 = 1.0 - beta1 ** t, 1.0 - beta2 ** t
+    out, m_new, v_new = {}, {}, {}
+    for k, p in params.items():
+        m = beta1 * state["m"][k] + (1.0 - beta1) * grads[k]
+        v = beta2 * state["v"][k] + (1.0 - beta2) * grads[k] * grads[k]
+        out[k] = p - lr * weight_decay * p - lr * (m / c1) / (np.sqrt(v / c2) + eps)
+        m_new[k], v_new[k] = m, v
+    return out, {"t": t, "m": m_new, "v": v_new}
+
+
+@pytest.mark.parametrize("chunk", [5, 1 << 15])
+def test_chunked_adamw_equals_the_whole_array_formula_bit_for_bit(monkeypatch, chunk):
+    import sicref.optim as optim
+    monkeypatch.setattr(optim, "CHUNK", chunk)
+    rng = np.random.default_rng(3)
+    shapes = {"big": (7, 13), "odd": (23,), "one": (1,), "scalar": ()}
+    p = {k: rng.normal(size=s) for k, s in shapes.items()}
+    kw = dict(lr=3e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
+    state = adamw_init(p)
+    expected_p, expected_state = p, adamw_init(p)
+    for _ in range(4):
+        g = {k: rng.normal(size=s) * 10.0 ** rng.integers(-6, 1) for k, s in shapes.items()}
+        before = {k: v.copy() for k, v in p.items()}
+        p, state = optim.adamw_update(p, g, state, **kw)
+        expected_p, expected_state = _adamw_whole_arrays(expected_p, g, expected_state, **kw)
+        for k in shapes:
+            assert p[k].shape == shapes[k]
+            assert np.array_equal(p[k], expected_p[k])
+            assert np.array_equal(state["m"][k], expected_state["m"][k])
+            assert np.array_equal(state["v"][k], expected_state["v"][k])
+            assert not np.array_equal(p[k], before[k])
+    assert state["t"] == 4
+
+
+def test_adamw_leaves_its_inputs_alone():
+    p = {"w": np.array([1.0, -2.0])}
+    g = {"w": np.array([0.5, 0.25])}
+    state = adamw_init(p)
+    copies = ({"w": p["w"].copy()}, {"w": g["w"].copy()})
+    adamw_update(p, g, state, lr=0.1, weight_decay=0.1)
+    assert np.array_equal(p["w"], copies[0]["w"]) and np.array_equal(g["w"], copies[1]["w"])
+    assert state["t"] == 0 and not state["m"]["w"].any() and not state["v"]["w"].any()
+
+
 def test_global_norm_after_clipping_equals_the_bound():
     g = {"a": np.array([3.0, 4.0]), "b": np.array([[12.0]])}
     assert global_norm(g) == pytest.approx(13.0)
@@ -50,6 +97,8 @@ def test_clipping_leaves_small_gradients_alone():
 def test_accumulation_is_the_mean():
     out = mean_of_grads([{"a": np.array([1.0, 3.0])}, {"a": np.array([3.0, 5.0])}])
     np.testing.assert_allclose(out["a"], [2.0, 4.0])
+    single = {"a": np.array([1.0, -0.0])}
+    assert mean_of_grads([single]) is single
 
 
 def test_plateau_reduces_lr_after_patience_windows_without_improvement():
