@@ -1,7 +1,8 @@
 """Whole-process throughput of `sicref train`: wall time, steps/s and peak memory.
 
-Each repeat starts --jobs fresh `python -m sicref train` processes side by side (one
-BLAS thread each, as the main job's tries run), each training the preset for --steps
+Each repeat starts --jobs fresh `python -m sicref train` processes side by side,
+launched exactly as the main job launches its tries (sicref.train.train_command: one
+BLAS thread each, glibc's MALLOC_* settings unless --plain-malloc), each training the preset for --steps
 steps from its own seed with the annealing gate off, so the time is training alone
 (data, rollout, losses, gradients, clipping, AdamW, logging and checkpoints). It
 reports, per repeat, the slowest process's wall time (start to exit, including Python
@@ -40,15 +41,21 @@ def write_config(path, preset_name, steps, seed):
         json.dump(config_to_dict(cfg), f)
 
 
-def one_repeat(preset_name, steps, jobs, repeat, workdir):
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+MALLOC_NAMES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+
+def one_repeat(preset_name, steps, jobs, repeat, workdir, plain_malloc=False):
+    from sicref.train import train_command
+
     procs = []
     for j in range(jobs):
         cfg_path = os.path.join(workdir, f"r{repeat}_j{j}.json")
         write_config(cfg_path, preset_name, steps, seed=j)
-        out = os.path.join(workdir, f"r{repeat}_j{j}")
-        cmd = [sys.executable, "-m", "sicref", "train", "--config", cfg_path, "--out", out]
+        cmd, env = train_command(cfg_path, os.path.join(workdir, f"r{repeat}_j{j}"), threads=1)
+        if plain_malloc:
+            for name in MALLOC_NAMES:
+                env.pop(name, None)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         procs.append((time.perf_counter(), subprocess.Popen(
             cmd, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
     walls = []
@@ -68,21 +75,26 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--plain-malloc", action="store_true",
+                    help="drop the glibc MALLOC_* settings the main job's tries get "
+                         "(sicref.train.MALLOC_ENV), and any in this environment")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.repeats < 1 or min(args.jobs) < 1:
         ap.error("--steps, --repeats and --jobs must be at least 1")
 
     results = []
+    malloc = "plain malloc" if args.plain_malloc else "MALLOC_* as the main job"
     print(f"# sicref train, preset {args.preset}, {args.steps} steps, one BLAS thread per "
-          f"process; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+          f"process, {malloc}; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs")
     print("| jobs | median wall s | median steps/s per process | peak RSS MiB | repeats |")
     print("|---|---|---|---|---|")
     for jobs in args.jobs:
         runs = []
         for r in range(args.repeats):
             with tempfile.TemporaryDirectory() as d:
-                runs.append(one_repeat(args.preset, args.steps, jobs, r, d))
+                runs.append(one_repeat(args.preset, args.steps, jobs, r, d, args.plain_malloc))
         row = {"jobs": jobs, "steps": args.steps, "preset": args.preset, "repeats": runs,
                "median_wall_s": statistics.median(x["wall_s"] for x in runs),
                "median_steps_per_s": statistics.median(x["steps_per_s"] for x in runs),

@@ -53,7 +53,7 @@ def mlp(params, v):
     n_layers = n_layers_of(params)
     h = v
     for k in range(n_layers):
-        h = np.dot(h, params[f"mlp/W{k}"]) + params[f"mlp/b{k}"]
+        h = np.matmul(h, params[f"mlp/W{k}"]) + params[f"mlp/b{k}"]
         if k < n_layers - 1:
             h = np.maximum(h, 0.0)
     return h

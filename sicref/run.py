@@ -9,7 +9,7 @@ from .evaluate import evaluate_run, headline, write_over_training
 from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
 
-DEFAULT_TRIES = 8
+DEFAULT_TRIES = 10
 DEFAULT_JOBS = min(2, os.cpu_count() or 1)  # tries side by side, one core each
 # The main job's default seed. Whether an initialisation catches a lattice is chance-
 # like (about one in nine); seed 1's first try does, so the default command shows one

@@ -236,3 +236,14 @@ def test_train_command_starts_continues_or_restarts_a_run_dir(tmp_path):
     (run / "checkpoints/latest.npz").write_bytes(b"")
     assert train_command("c.json", str(run))[0][-2:] == [
         "--resume", str(run / "checkpoints/latest.npz")]
+
+
+def test_train_command_keeps_freed_memory_unless_the_caller_says_otherwise(monkeypatch):
+    from sicref.train import MALLOC_ENV, train_command
+
+    monkeypatch.delenv("MALLOC_TOP_PAD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
+    _, env = train_command("c.json", "run")
+    assert env["MALLOC_TOP_PAD_"] == MALLOC_ENV["MALLOC_TOP_PAD_"]
+    assert env["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
+    assert env["MALLOC_TRIM_THRESHOLD_"] == "12345"
