@@ -3,7 +3,10 @@ annealing gate (sicref.evaluate.grid_check) every k steps; nothing is written to
 
 Used in docs/experiments.md section 3 to check that the 500-step gate misses no brief
 lattice: python examples/gate_scan.py RUN_DIR --start 3000 --stop 6000 --every 100
-(--lr overrides the learning rate from --start on).
+(--lr overrides the learning rate from --start on). With --stored, nothing is trained:
+the gate reads the run's own checkpoints step_<k>.npz for k = start, start + every, ...
+(section 4: the 32 tries of runs/r13 that gave up, read at 2000-3500:
+python examples/gate_scan.py RUN_DIR --start 2000 --stop 3500 --every 500 --stored).
 """
 
 import argparse
@@ -22,9 +25,19 @@ def main():
     p.add_argument("--stop", type=int, required=True)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--lr", type=float, help="learning rate from --start on")
+    p.add_argument("--stored", action="store_true",
+                   help="read the stored checkpoints instead of training")
     a = p.parse_args()
-    if a.every < 1 or a.stop <= a.start:
-        p.error("need --every >= 1 and --stop > --start")
+    if a.every < 1 or a.stop < a.start or (a.stop == a.start and not a.stored):
+        p.error("need --every >= 1 and --stop > --start (>= with --stored)")
+    if a.stored:
+        for step in range(a.start, a.stop + 1, a.every):
+            state = load_checkpoint(f"{a.run_dir}/checkpoints/step_{step}.npz")
+            fraction, median = grid_check(state["params"], state["config"],
+                                          n_walks=state["config"].optim.anneal_walks)
+            print(f"step {step}: grid fraction {fraction:.3f}, median score60 {median:.2f}",
+                  flush=True)
+        return
     state = load_checkpoint(f"{a.run_dir}/checkpoints/step_{a.start}.npz")
     cfg, params, opt = state["config"], state["params"], state["opt_state"]
     plateau = dict(state["plateau"])

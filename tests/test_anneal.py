@@ -293,3 +293,39 @@ def test_readings_start_at_check_from(tmp_path, monkeypatch):
     train(anneal_cfg(steps=30, anneal_check_from=12, anneal_give_up=20), out, **QUIET)
     assert [c["step"] for c in read_jsonl(out / "gridness.jsonl")] == [15, 20]
     assert load_checkpoint(out)["step"] == 20
+
+
+def test_replaying_a_run_with_an_earlier_gate_equals_training_with_it(tmp_path, monkeypatch):
+    # examples/replay_gate_from.py: a run that read from step 15 and gave up, replayed
+    # from its step-5 checkpoint with readings from step 10, is the run trained with
+    # readings from step 10 from the start
+    import importlib.util
+
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "replay_gate_from", Path(__file__).resolve().parents[1] / "examples/replay_gate_from.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    kw = dict(steps=40, anneal_give_up=20, anneal_confirm=2)
+    scripted(monkeypatch, [0.5, 0.5, 0.5])
+    direct = train(anneal_cfg(anneal_check_from=10, **kw), tmp_path / "direct", **QUIET)
+    scripted(monkeypatch, [0.0, 0.0])
+    train(anneal_cfg(anneal_check_from=15, **kw), tmp_path / "late", **QUIET)
+    assert load_checkpoint(tmp_path / "late")["schedule"]["gave_up_step"] == 20
+    scripted(monkeypatch, [0.5, 0.5, 0.5])
+    replayed = example.replay(str(tmp_path / "late"), str(tmp_path / "replay"), 5, 10,
+                              log=QUIET["log"])
+    assert params_equal(direct, replayed)
+    def timeless(name, path):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(path / name)]
+
+    for name in ("gridness.jsonl", "metrics.jsonl"):
+        assert timeless(name, tmp_path / "direct") == timeless(name, tmp_path / "replay")
+    readings = timeless("gridness.jsonl", tmp_path / "replay")
+    assert [r["step"] for r in readings] == [10, 15] and readings[0]["switch"]
+    with pytest.raises(ValueError, match="exists"):
+        example.replay(str(tmp_path / "late"), str(tmp_path / "replay"), 5, 10)
+    with pytest.raises(ValueError, match="must be after"):
+        example.replay(str(tmp_path / "late"), str(tmp_path / "other"), 5, 5)
