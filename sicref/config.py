@@ -152,6 +152,9 @@ def _preset_laptop():
     docs/experiments.md came at 4000 or 4500), or when neither of the two readings
     after the switch reaches 15 % again; `sicref run` then tries another
     initialisation (sicref.tries). train.steps = 7500 = 4500 + 3000 is the longest run.
+    Readings from 4000 miss the rarer lattices that form and shear away before it
+    (docs/experiments.md section 4: reading from 2500 would have caught one more in 32
+    failed tries).
     examples/configs/laptop_constant_lr.json is the first version (sigma_g = 0.4,
     lambda_cap = 0.5, 4000 steps at a constant lr).
     """
