@@ -146,15 +146,14 @@ def _preset_laptop():
     this size, sigma_g = 0.5, lambda_cap = 0.25 and the memory-bounded pair terms. At
     lr 1e-3 a hexagonal lattice appears (in some initialisations, around 4-4.5k steps)
     only for a few hundred steps. The annealing gate scores the network every 500 steps
-    from step 4000 and, once 15 % of the units are grid units, restarts AdamW at lr
+    from step 2500 and, once 15 % of the units are grid units, restarts AdamW at lr
     1e-4, halving every 1000 steps, for 3000 more steps, which keeps the lattice. A run
     gives up when the gate has not opened by step 4500 (every opening seen in
-    docs/experiments.md came at 4000 or 4500), or when neither of the two readings
-    after the switch reaches 15 % again; `sicref run` then tries another
+    docs/experiments.md came between 2500 and 4500), or when neither of the two
+    readings after the switch reaches 15 % again; `sicref run` then tries another
     initialisation (sicref.tries). train.steps = 7500 = 4500 + 3000 is the longest run.
-    Readings from 4000 miss the rarer lattices that form and shear away before it
-    (docs/experiments.md section 4: reading from 2500 would have caught one more in 32
-    failed tries).
+    Readings start at 2500 rather than 4000 because some lattices form and shear away
+    before 4000 (docs/experiments.md section 4); caught that early they keep more units.
     examples/configs/laptop_constant_lr.json is the first version (sigma_g = 0.4,
     lambda_cap = 0.5, 4000 steps at a constant lr).
     """
@@ -165,7 +164,7 @@ def _preset_laptop():
         optim=OptimConfig(lr=1e-3, clip_norm=1.0, accumulation=1, plateau_window=1000,
                           plateau_patience=5, anneal_lr=1e-4, anneal_grid_fraction=0.15,
                           anneal_check_every=500, anneal_steps=3000, anneal_walks=100,
-                          anneal_half_life=1000, anneal_check_from=4000,
+                          anneal_half_life=1000, anneal_check_from=2500,
                           anneal_give_up=4500, anneal_confirm=2),
         train=TrainConfig(steps=7500, log_every=100, checkpoint_every=500),
     )
