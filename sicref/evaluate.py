@@ -16,6 +16,10 @@ from .data import sample_batch
 from .gridness import GRID_THRESHOLD, find_modules, grid_scores, ratemaps
 from .losses import neural_sq_distances
 from .model import rollout
+from .modules import drop_small_modules, module_min_size
+
+# A module must hold this fraction of the grid units (and at least 3) to be counted.
+MIN_MODULE_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -108,8 +112,13 @@ def distance_curve(states, positions, rng, n_points=2000, n_bins=20, max_dx=None
 
 
 def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
-                  threshold=GRID_THRESHOLD, min_ratio=1.2):
-    """SPEC §7.1-§7.6 in one arena. Returns (summary dict, arrays dict)."""
+                  threshold=GRID_THRESHOLD, min_ratio=1.2,
+                  min_module_fraction=MIN_MODULE_FRACTION):
+    """SPEC §7.1-§7.6 in one arena. Returns (summary dict, arrays dict).
+
+    Modules with fewer than min_module_fraction of the grid units (at least 3 units) are
+    not counted; their units keep their scores but no module label, and the summary
+    lists them under modules.left_out."""
     velocities, positions = random_walks(rng, arena_size, walk)
     states = rollout_chunked(params, velocities, cfg.model.norm_eps)
     maps = ratemaps(positions.reshape(-1, 2), states.reshape(-1, states.shape[-1]),
@@ -120,9 +129,13 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
     is_grid = np.nan_to_num(scores.score60, nan=-np.inf) > threshold
     labels = np.full(len(maps), -1)
     module_periods = np.array([])
+    min_size = module_min_size(int(is_grid.sum()), min_module_fraction)
+    left_out = (np.array([]), np.array([], dtype=int))
     if is_grid.any():
         grid_labels, module_periods = find_modules(period_m[is_grid], min_ratio=min_ratio)
         labels[is_grid] = grid_labels
+        labels, module_periods, left_out = drop_small_modules(labels, module_periods,
+                                                              min_size)
     active = np.isfinite(scores.score60)
     summary = {
         "arena_size": arena_size,
@@ -136,10 +149,14 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
         "modules": {"periods": [float(p) for p in module_periods],
                     "ratios": [float(b / a) for a, b in
                                zip(module_periods[:-1], module_periods[1:])],
-                    "sizes": [int(np.sum(labels == k)) for k in range(len(module_periods))]},
+                    "sizes": [int(np.sum(labels == k)) for k in range(len(module_periods))],
+                    "min_size": min_size,
+                    "left_out": {"periods": [float(p) for p in left_out[0]],
+                                 "sizes": [int(n) for n in left_out[1]]}},
         "units": [_unit_record(i, scores, period_m, labels) for i in range(len(maps))],
     }
     arrays = {"ratemaps": maps, "scores": scores, "period_m": period_m, "labels": labels,
+              "is_grid": is_grid,
               "states": states, "positions": positions}
     return summary, arrays
 
@@ -174,7 +191,8 @@ def arena_bins(arena_size, nbins=32, bin_size=None):
 
 
 def evaluate(params, cfg, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
-             walk=WalkConfig(), threshold=GRID_THRESHOLD, bin_size=None):
+             walk=WalkConfig(), threshold=GRID_THRESHOLD, bin_size=None,
+             min_module_fraction=MIN_MODULE_FRACTION):
     """SPEC §7 for every arena; returns (summary, {arena: arrays})."""
     rng = np.random.default_rng(seed)
     summary = {"seed": seed, "nbins": nbins, "bin_size": bin_size, "walk": walk.__dict__,
@@ -182,7 +200,8 @@ def evaluate(params, cfg, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
     arrays = {}
     for L in arenas:
         n = arena_bins(float(L), nbins, bin_size)
-        s, a = analyse_arena(params, cfg, float(L), rng, n, walk, threshold)
+        s, a = analyse_arena(params, cfg, float(L), rng, n, walk, threshold,
+                             min_module_fraction=min_module_fraction)
         s["nbins"] = n
         summary["arenas"][_arena_key(L)] = s
         arrays[float(L)] = a
@@ -203,7 +222,7 @@ def period_consistency(arrays, reference=2.0, tolerance=0.10):
     if reference not in arrays:
         return {}
     ref = arrays[reference]
-    grid = ref["labels"] >= 0
+    grid = ref["is_grid"]
     out = {}
     for L, a in arrays.items():
         if L == reference or not grid.any():
@@ -215,7 +234,8 @@ def period_consistency(arrays, reference=2.0, tolerance=0.10):
 
 
 def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
-                 overwrite=False, walk=WalkConfig(), log=print, bin_size=None):
+                 overwrite=False, walk=WalkConfig(), log=print, bin_size=None,
+                 min_module_fraction=MIN_MODULE_FRACTION):
     """Evaluate a run directory or checkpoint; write summary.json and figures to out."""
     from . import plots
 
@@ -228,7 +248,7 @@ def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
     cfg = state["config"]
     log(f"evaluating {path} (step {state['step']}) in arenas {list(arenas)} m")
     summary, arrays = evaluate(state["params"], cfg, arenas, nbins, seed, walk,
-                               bin_size=bin_size)
+                               bin_size=bin_size, min_module_fraction=min_module_fraction)
     summary["checkpoint"] = os.path.abspath(path)
     summary["step"] = state["step"]
     atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1))
@@ -247,14 +267,16 @@ def checkpoint_steps(run_dir):
 
 
 def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
-                           walk=WalkConfig(n_walks=100), log=print):
+                           walk=WalkConfig(n_walks=100), log=print,
+                           min_module_fraction=MIN_MODULE_FRACTION):
     """Grid fraction, modules and median score60 of every checkpoint of a run (SPEC §10:
     gridness is not monotonic in training, so watch it over checkpoints)."""
     rows = []
     for step in checkpoint_steps(run_dir):
         state = load_checkpoint(os.path.join(run_dir, "checkpoints", f"step_{step}.npz"))
         s, _ = analyse_arena(state["params"], state["config"], arena_size,
-                             np.random.default_rng(seed), nbins, walk)
+                             np.random.default_rng(seed), nbins, walk,
+                             min_module_fraction=min_module_fraction)
         rows.append({"step": step, "grid_fraction": s["grid_fraction"],
                      "hexagonal_fraction": s["hexagonal_fraction"],
                      "median_score60_active": s["median_score60_active"],
@@ -265,11 +287,13 @@ def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
     return rows
 
 
-def write_over_training(run_dir, out, arena_size=2.0, nbins=32, seed=0, log=print):
+def write_over_training(run_dir, out, arena_size=2.0, nbins=32, seed=0, log=print,
+                        min_module_fraction=MIN_MODULE_FRACTION):
     """gridness_over_training, saved as over_training.json and over_training.png."""
     from .plots import over_training_plot
 
-    rows = gridness_over_training(run_dir, arena_size, nbins, seed, log=log)
+    rows = gridness_over_training(run_dir, arena_size, nbins, seed, log=log,
+                                  min_module_fraction=min_module_fraction)
     atomic_write_text(os.path.join(out, "over_training.json"), json.dumps(rows, indent=1))
     over_training_plot(rows, arena_size, out, "over_training.png")
     return rows
@@ -286,9 +310,16 @@ def headline(summary):
     for key, s in summary["arenas"].items():
         m = s["modules"]
         periods = ", ".join(f"{p:.2f}" for p in m["periods"]) or "none"
+        small = m.get("left_out", {"periods": []})
+        note = ""
+        if small["periods"]:
+            groups = ", ".join(f"{p:.2f} ({n})" for p, n in
+                               zip(small["periods"], small["sizes"]))
+            note = (f"; groups under {m['min_size']} units not counted: m (units) "
+                    f"{groups}")
         lines.append(f"{key}: grid units {s['grid_fraction']:.0%} (score60 > "
                      f"{s['grid_threshold']}), hexagonal {s['hexagonal_fraction']:.0%}, "
-                     f"modules {len(m['periods'])} (periods m: {periods}), "
+                     f"modules {len(m['periods'])} (periods m: {periods}{note}), "
                      f"coverage {s['coverage']:.0%}")
     pi = summary["path_invariance"]["relative"]
     lines.append(f"path-invariance error (relative): {pi:.3f}")
@@ -309,6 +340,10 @@ def add_evaluate_commands(sub):
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--over-training", action="store_true",
                    help="also score every checkpoint of RUN_DIR in the first arena")
+    p.add_argument("--min-module-fraction", type=float, default=MIN_MODULE_FRACTION,
+                   metavar="F", help="count a module only if it holds this fraction of "
+                   "the grid units (and at least 3); default %(default)s, 0 counts "
+                   "every group find_modules reports")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -319,10 +354,15 @@ def _cmd_evaluate(args):
         raise ValueError(f"--nbins must be >= 4, got {args.nbins}")
     if args.bin_size is not None and args.bin_size <= 0:
         raise ValueError(f"--bin-size must be > 0 metres, got {args.bin_size}")
+    if not 0 <= args.min_module_fraction < 1:
+        raise ValueError(f"--min-module-fraction must be in [0, 1), got "
+                         f"{args.min_module_fraction}")
     evaluate_run(args.source, args.out, tuple(args.arena), args.nbins, args.seed,
-                 args.overwrite, bin_size=args.bin_size)
+                 args.overwrite, bin_size=args.bin_size,
+                 min_module_fraction=args.min_module_fraction)
     if args.over_training:
         if not os.path.isdir(args.source):
             raise ValueError("--over-training needs a run directory, not a checkpoint")
-        write_over_training(args.source, args.out, args.arena[0], args.nbins, args.seed)
+        write_over_training(args.source, args.out, args.arena[0], args.nbins, args.seed,
+                            min_module_fraction=args.min_module_fraction)
     return 0

@@ -87,3 +87,29 @@ def find_modules(periods, min_ratio=1.2, min_size=3, bandwidth=None, max_valley=
         [np.exp(np.median(np.log(periods[labels == k]))) for k in range(len(cuts) + 1)]
     )
     return labels, module_periods
+
+
+def module_min_size(n_grid, fraction=0.1, floor=3):
+    """Units a module needs to be reported: `fraction` of the grid units, at least `floor`."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"min module fraction must be in [0, 1), got {fraction}")
+    return max(int(floor), int(np.ceil(fraction * n_grid)))
+
+
+def drop_small_modules(labels, module_periods, min_size):
+    """Unassign (label -1) the units of modules with fewer than min_size units.
+
+    find_modules only splits where both sides hold min_size units, which it keeps small
+    so that a real small module is not absorbed; a few sparse, noisy units that pass the
+    grid threshold with a stray period then form a "module" of their own. This leaves
+    such groups out of the module count without moving their units into a neighbouring
+    module. Returns (labels renumbered 0..K-1 by ascending period, kept periods (K,),
+    left-out groups as (periods, sizes))."""
+    labels = np.asarray(labels)
+    module_periods = np.asarray(module_periods, dtype=float)
+    sizes = np.array([np.sum(labels == k) for k in range(len(module_periods))], dtype=int)
+    keep = sizes >= min_size
+    new_index = np.full(len(module_periods), -1)
+    new_index[keep] = np.arange(keep.sum())
+    new_labels = np.where(labels >= 0, new_index[np.maximum(labels, 0)], -1)
+    return new_labels, module_periods[keep], (module_periods[~keep], sizes[~keep])

@@ -81,7 +81,7 @@ def score_histograms(a, arena, threshold, module_periods, out, name):
     ax2.set_xlabel("score90")
     ax2.set_ylabel("score60")
     ax2.set_title("hexagonal above the diagonal", fontsize=9)
-    grid = a["labels"] >= 0
+    grid = a["is_grid"]
     per = a["period_m"]
     ax3.hist(per[np.isfinite(per)], bins=30, color="0.7", label="all units")
     ax3.hist(per[grid & np.isfinite(per)], bins=30, color="tab:green", label="grid units")

@@ -57,9 +57,16 @@ def test_evaluate_writes_every_file(tmp_path):
     assert {"score60", "score60_mean", "score90", "period_m", "orientation",
             "module"} <= set(a["units"][0])
     assert 0 < a["coverage"] <= 1
+    m = a["modules"]
+    assert m["min_size"] >= 3 and set(m["left_out"]) == {"periods", "sizes"}
+    assert all(n >= m["min_size"] for n in m["sizes"])
     assert "relative" in s["path_invariance"] and s["distance_curve"]["neural"]
     # the output directory is not overwritten silently
     assert main(["evaluate", str(run), "--out", str(out)]) == 2
+    # a minimum module fraction outside [0, 1) is refused before any work
+    assert main(["evaluate", str(run), "--min-module-fraction", "1.5",
+                 "--out", str(tmp_path / "eval2")]) == 2
+    assert not (tmp_path / "eval2").exists()
 
 
 def test_sweep_designs():
@@ -111,3 +118,16 @@ def test_gridness_over_training_scores_every_checkpoint(tmp_path):
     rows = json.loads((out / "over_training.json").read_text())
     assert [r["step"] for r in rows] == [5, 10, 15, 20]
     assert (out / "over_training.png").exists()
+
+
+def test_period_consistency_counts_grid_units_within_ten_percent():
+    from sicref.evaluate import period_consistency
+
+    arrays = {2.0: {"is_grid": np.array([True, True, False, True]),
+                    "period_m": np.array([0.50, 0.70, 0.30, 0.60])},
+              3.0: {"period_m": np.array([0.54, 0.90, 0.30, np.nan])},
+              4.0: {"period_m": np.array([0.46, 0.64, 9.00, 0.65])}}
+    # 3 m: 0.54/0.50 (8 %) kept, 0.90/0.70 (29 %) not, NaN not; the non-grid unit ignored
+    # 4 m: 8 %, 8.6 % and 8.3 %: all kept
+    out = period_consistency(arrays)
+    assert out["3m"] == pytest.approx(1 / 3) and out["4m"] == pytest.approx(1.0)

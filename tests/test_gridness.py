@@ -26,6 +26,7 @@ from sicref.gridness import (
     shuffle_threshold,
     spectral_period,
 )
+from sicref.modules import drop_small_modules, module_min_size
 
 N = 32
 
@@ -527,3 +528,57 @@ def test_is_grid_needs_the_threshold_and_where_given_the_shuffle_threshold():
     np.testing.assert_array_equal(
         is_grid(score60, shuffle_thresholds=shuffle_thresholds), [False, False, False, True]
     )
+
+
+# --- small groups left out of the module count --------------------------------------------
+
+
+def test_module_min_size_is_a_fraction_of_the_grid_units_with_a_floor():
+    assert module_min_size(109, 0.1) == 11  # ceil(10.9)
+    assert module_min_size(100, 0.1) == 10
+    assert module_min_size(12, 0.1) == 3
+    assert module_min_size(0, 0.1) == 3
+    assert module_min_size(50, 0.0) == 3
+    with pytest.raises(ValueError, match="fraction"):
+        module_min_size(10, 1.0)
+
+
+def test_a_few_stray_units_are_left_out_and_the_large_module_is_untouched():
+    # 99 units of one module at 0.73 m and two tight groups of 4 and 6 noisy units at
+    # 0.32 and 0.46 m (the pattern of a caught lattice, docs/experiments.md section 4)
+    rng = np.random.default_rng(3)
+    big = 0.73 * np.exp(0.02 * rng.standard_normal(99))
+    periods = np.concatenate([np.full(4, 0.32), np.full(6, 0.46), big])
+    labels, module_periods = find_modules(periods)
+    assert len(module_periods) == 3  # find_modules itself reports the two groups
+    kept_labels, kept, (small_periods, small_sizes) = drop_small_modules(
+        labels, module_periods, module_min_size(len(periods), 0.1))
+    assert kept == pytest.approx([np.exp(np.median(np.log(big)))])
+    np.testing.assert_array_equal(kept_labels, np.r_[np.full(10, -1), np.zeros(99, int)])
+    assert small_periods == pytest.approx([0.32, 0.46]) and list(small_sizes) == [4, 6]
+
+
+def test_modules_at_or_above_the_minimum_are_all_kept_and_renumbered():
+    labels = np.array([-1, 0, 0, 0, 1, 1, 2, 2, 2, 2, -1])
+    periods = np.array([0.3, 0.42, 0.59])
+    new, kept, (small, sizes) = drop_small_modules(labels, periods, 3)
+    np.testing.assert_array_equal(new, [-1, 0, 0, 0, -1, -1, 1, 1, 1, 1, -1])
+    assert kept == pytest.approx([0.3, 0.59])
+    assert small == pytest.approx([0.42]) and list(sizes) == [2]
+    same, all_kept, (none, _) = drop_small_modules(labels, periods, 1)
+    np.testing.assert_array_equal(same, labels)
+    assert all_kept == pytest.approx(periods) and none.size == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), sizes=st.lists(st.integers(15, 60), min_size=1, max_size=3))
+def test_real_modules_of_comparable_size_survive_the_default_minimum(seed, sizes):
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    periods = 0.3 * 1.4**truth * np.exp(0.03 * rng.standard_normal(truth.size))
+    labels, module_periods = find_modules(periods)
+    new, kept, _ = drop_small_modules(labels, module_periods,
+                                      module_min_size(len(periods), 0.1))
+    # every module here holds at least 15 of at most 180 units, above 10 %
+    assert len(kept) == len(sizes)
+    np.testing.assert_array_equal(new, labels)
