@@ -109,7 +109,6 @@ def drop_small_modules(labels, module_periods, min_size):
     module_periods = np.asarray(module_periods, dtype=float)
     sizes = np.array([np.sum(labels == k) for k in range(len(module_periods))], dtype=int)
     keep = sizes >= min_size
-    new_index = np.full(len(module_periods), -1)
-    new_index[keep] = np.arange(keep.sum())
-    new_labels = np.where(labels >= 0, new_index[np.maximum(labels, 0)], -1)
+    new_index = np.append(np.where(keep, np.cumsum(keep) - 1, -1), -1)
+    new_labels = new_index[np.where(labels >= 0, labels, -1)]
     return new_labels, module_periods[keep], (module_periods[~keep], sizes[~keep])

@@ -582,3 +582,13 @@ def test_real_modules_of_comparable_size_survive_the_default_minimum(seed, sizes
     # every module here holds at least 15 of at most 180 units, above 10 %
     assert len(kept) == len(sizes)
     np.testing.assert_array_equal(new, labels)
+
+
+def test_drop_small_modules_with_no_module_at_all():
+    # grid units whose periods are all undefined: find_modules gives no module
+    labels, module_periods = find_modules(np.array([np.nan, np.nan, np.inf]))
+    new, kept, (small, sizes) = drop_small_modules(labels, module_periods, 3)
+    np.testing.assert_array_equal(new, [-1, -1, -1])
+    assert kept.size == 0 and small.size == 0 and sizes.size == 0
+    new, kept, _ = drop_small_modules(np.array([], int), np.array([]), 3)
+    assert new.size == 0 and kept.size == 0
