@@ -25,6 +25,15 @@ def unit_order(a):
     return np.lexsort((-s, module))
 
 
+def best_units(a, n):
+    """The n units to show first: units of a counted module by score60, then the rest
+    by score60 (a noisy low-rate unit can outscore the lattice; it is shown only after
+    the module's units)."""
+    s = np.nan_to_num(a["scores"].score60, nan=-9.0)
+    in_module = a["labels"] >= 0
+    return np.lexsort((-s, ~in_module))[:n]
+
+
 def _imshow(ax, m, cmap="viridis"):
     ax.imshow(np.ma.masked_invalid(m), origin="lower", cmap=cmap, interpolation="nearest")
     ax.set_xticks([])
@@ -49,7 +58,7 @@ def ratemap_grid(a, arena, out, name, max_units=128, cols=16):
 
 def sac_grid(a, arena, out, name, n=16, cols=8):
     s = np.nan_to_num(a["scores"].score60, nan=-9.0)
-    best = np.argsort(-s)[:n]
+    best = best_units(a, n)
     rows = int(np.ceil(len(best) / cols))
     fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 1.4, rows * 2.9), squeeze=False)
     for ax in axes.ravel():
@@ -60,8 +69,8 @@ def sac_grid(a, arena, out, name, n=16, cols=8):
         axes[r, c].set_title(f"unit {u}", fontsize=7)
         _imshow(axes[r + 1, c], autocorrelogram(a["ratemaps"][u]), cmap="RdBu_r")
         axes[r + 1, c].set_title(f"g60 {s[u]:.2f} T {a['period_m'][u]:.2f} m", fontsize=7)
-    fig.suptitle(f"Best units by score60 ({arena:g} m): ratemap above, autocorrelogram "
-                 f"below", fontsize=10)
+    fig.suptitle(f"Best units by score60 ({arena:g} m; units of counted modules first): "
+                 f"ratemap above, autocorrelogram below", fontsize=10)
     return _save(fig, out, name)
 
 
@@ -186,8 +195,7 @@ def tries_plot(rows, threshold, out, name):
 def arenas_side_by_side(arrays, out, name, n_units=8):
     arenas = sorted(arrays)
     ref = arrays[2.0] if 2.0 in arrays else arrays[arenas[0]]
-    s = np.nan_to_num(ref["scores"].score60, nan=-9.0)
-    units = np.argsort(-s)[:n_units]
+    units = best_units(ref, n_units)
     fig, axes = plt.subplots(len(units), len(arenas),
                              figsize=(2.0 * len(arenas), 2.35 * len(units)), squeeze=False)
     for r, u in enumerate(units):
@@ -196,7 +204,8 @@ def arenas_side_by_side(arrays, out, name, n_units=8):
             _imshow(axes[r, c], a["ratemaps"][u])
             axes[r, c].set_title(f"unit {u}, {L:g} m\ng60 {a['scores'].score60[u]:.2f} "
                                  f"T {a['period_m'][u]:.2f} m", fontsize=7)
-    fig.suptitle("Same units across arenas (best by score60 in the reference arena)",
+    fig.suptitle("Same units across arenas (best by score60 in the reference arena, units "
+                 "of counted modules first)",
                  fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return _save(fig, out, name)

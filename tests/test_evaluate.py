@@ -131,3 +131,16 @@ def test_period_consistency_counts_grid_units_within_ten_percent():
     # 4 m: 8 %, 8.6 % and 8.3 %: all kept
     out = period_consistency(arrays)
     assert out["3m"] == pytest.approx(1 / 3) and out["4m"] == pytest.approx(1.0)
+
+
+def test_best_units_show_module_units_before_higher_scoring_strays():
+    from types import SimpleNamespace
+
+    from sicref.plots import best_units
+    # unit 0 scores highest but is in no module (a noisy stray); units 2 and 3 are in
+    # module 0, unit 4 in module 1, unit 1 is silent (NaN score).
+    score60 = np.array([0.9, np.nan, 0.4, 0.6, 0.5, 0.1])
+    a = {"scores": SimpleNamespace(score60=score60),
+         "labels": np.array([-1, -1, 0, 0, 1, -1])}
+    assert best_units(a, 6).tolist() == [3, 4, 2, 0, 5, 1]
+    assert best_units(a, 2).tolist() == [3, 4]
