@@ -21,6 +21,11 @@ class DataConfig:
     seq_len: int = 60
     vmax: float = 0.15  # velocity components ~ Uniform(-vmax, vmax) metres per step
     mode: str = "permutation"  # "permutation" or "identity" (the ablation of SPEC §2.4)
+    # Not in the paper (an experiment, docs/experiments.md): a second trajectory length.
+    # When > 0, the run's batches alternate between seq_len (even-numbered batches,
+    # counting accumulated ones) and seq_len_alt (odd); with optim.accumulation = 2 every
+    # step averages the gradients of one batch of each length. 0 = off (SPEC §2).
+    seq_len_alt: int = 0
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,7 @@ def validate(cfg):
     d, m, lo, o, t = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.train
     _check_range("data.batch_size", d.batch_size, int, 1)
     _check_range("data.seq_len", d.seq_len, int, 1)
+    _check_range("data.seq_len_alt", d.seq_len_alt, int, 0)
     _check_range("data.vmax", d.vmax, float, 0, lo_open=True)
     _check_choice("data.mode", d.mode, ("permutation", "identity"))
     _check_range("model.n_units", m.n_units, int, 1)

@@ -53,14 +53,22 @@ def learning_rate(plateau_lr, step, half_life=0, drop_step=0, drop_factor=0.1):
     return lr * drop_factor if 0 < drop_step <= step else lr
 
 
+def batch_seq_len(d, k):
+    """Trajectory length of the run's k-th batch (k counts batches from 0, accumulated
+    ones included; step s uses k = (s - 1) * accumulation + i):
+    data.seq_len, or with data.seq_len_alt > 0, seq_len_alt for odd k."""
+    return d.seq_len_alt if d.seq_len_alt > 0 and k % 2 else d.seq_len
+
+
 def train_step(params, opt_state, plateau, rng, cfg, step, lr_scale=1.0):
     """SPEC §5: accumulate k batches, clip, AdamW, plateau. Raises TrainingError on
     a non-finite loss or gradient (parameters are then left unchanged). lr_scale
     multiplies the learning rate (the annealing stage's decay)."""
     d, o = cfg.data, cfg.optim
     grads_list, values_list = [], []
-    for _ in range(o.accumulation):
-        batch = sample_batch(rng, d.batch_size, d.seq_len, d.vmax, d.mode)
+    for i in range(o.accumulation):
+        batch = sample_batch(rng, d.batch_size, batch_seq_len(d, (step - 1) * o.accumulation + i),
+                             d.vmax, d.mode)
         values, grads = loss_and_grad(params, batch, cfg)
         if not (np.isfinite(values["total"]) and all_finite(grads)):
             bad = [k for k, v in values.items() if not np.isfinite(v)]

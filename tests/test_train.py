@@ -247,3 +247,34 @@ def test_train_command_keeps_freed_memory_unless_the_caller_says_otherwise(monke
     assert env["MALLOC_TOP_PAD_"] == MALLOC_ENV["MALLOC_TOP_PAD_"]
     assert env["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
     assert env["MALLOC_TRIM_THRESHOLD_"] == "12345"
+
+
+@pytest.mark.parametrize("accumulation,expected", [(1, [6, 9, 6, 9, 6]),
+                                                   (2, [6, 9] * 5)])
+def test_seq_len_alt_alternates_batches(monkeypatch, tmp_path, accumulation, expected):
+    import sicref.train as train_module
+    seen = []
+
+    def recording(rng, batch_size, seq_len, *args):
+        seen.append(seq_len)
+        return sample_batch(rng, batch_size, seq_len, *args)
+
+    monkeypatch.setattr(train_module, "sample_batch", recording)
+    cfg = replace(tiny(5), data={"seq_len": 6, "seq_len_alt": 9},
+                  optim={"accumulation": accumulation})
+    train(cfg, tmp_path / "run", **QUIET)
+    assert seen == expected
+    seen.clear()
+    train(replace(cfg, data={"seq_len_alt": 0}), tmp_path / "off", **QUIET)
+    assert seen == [6] * (5 * accumulation)
+
+
+def test_seq_len_alt_resumed_at_an_odd_step_equals_an_uninterrupted_run(tmp_path):
+    cfg = replace(tiny(10), data={"seq_len": 5, "seq_len_alt": 8})
+    full = train(cfg, tmp_path / "full", **QUIET)
+    train(replace(cfg, train={"steps": 5}), tmp_path / "part", **QUIET)
+    resumed = train(cfg, tmp_path / "part", resume=tmp_path / "part/checkpoints/latest.npz",
+                    **QUIET)
+    assert params_equal(full, resumed)
+    assert not params_equal(full, train(replace(cfg, data={"seq_len_alt": 0}),
+                                        tmp_path / "off", **QUIET))
