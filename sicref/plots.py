@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .checkpoint import read_jsonl  # noqa: E402
@@ -154,14 +155,19 @@ def over_training_plot(rows, arena, out, name):
     ax1.plot(steps, [r["median_score60_active"] for r in rows], "^:",
              label="median score60 (active units)")
     ax1.set_xlabel("training step")
-    ax1.set_ylim(-0.5, 1.5)
+    top = max([1.5] + [r["median_score60_active"] + 0.1 for r in rows
+                       if np.isfinite(r["median_score60_active"])])
+    ax1.set_ylim(-0.5, top)
     ax1.axhline(0, color="0.7", lw=0.8)
     ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+    # module counts in a row above the axes, clear of the curves
+    above = blended_transform_factory(ax1.transData, ax1.transAxes)
     for r in rows:
         if r["modules"]["periods"]:
-            ax1.annotate(f"{len(r['modules']['periods'])}m", (r["step"], 1.3), fontsize=7,
-                         ha="center")
-    ax1.set_title(f"Gridness over training, {arena:g} m arena (nm: n modules)", fontsize=9)
+            ax1.text(r["step"], 1.01, f"{len(r['modules']['periods'])}m", fontsize=7,
+                     ha="center", va="bottom", transform=above)
+    ax1.set_title(f"Gridness over training, {arena:g} m arena (nm: n modules)", fontsize=9,
+                  pad=14)
     return _save(fig, out, name)
 
 
