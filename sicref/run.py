@@ -9,14 +9,14 @@ from .evaluate import evaluate_run, headline, write_over_training
 from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
 
-# Ten tries: a pair of failed tries takes about 2.8 minutes on 2 cores, so ten take
-# about 15 with the evaluation, 18 when the last pair catches a lattice
-# (docs/results.md); at about one catch in eight, ten tries catch one 3 times in 4.
+# Ten tries: a pair of failed tries takes about 3 minutes on 2 cores, so ten take
+# about 17 with the evaluation, 19 when the last pair catches a lattice
+# (docs/results.md); at about one catch in seven, ten tries catch one 4 times in 5.
 DEFAULT_TRIES = 10
 DEFAULT_JOBS = min(2, os.cpu_count() or 1)  # tries side by side, one core each
 # The main job's default seed. Whether an initialisation catches a lattice is chance-
-# like (about one in eight); seed 1's first try does, so the default command shows one
-# in about 6 minutes. docs/results.md reports seeds 0-4 alike.
+# like (about one in seven or eight); seed 1's first try does, so the default command
+# shows one in about 7 minutes. docs/results.md reports seeds 0-4 alike.
 DEFAULT_SEED = 1
 
 MAIN_ARENAS = (2.0, 3.0, 4.0)
