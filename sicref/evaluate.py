@@ -13,13 +13,35 @@ import numpy as np
 
 from .checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
 from .data import sample_batch
-from .gridness import GRID_THRESHOLD, find_modules, grid_scores, ratemaps
+from .gridness import GRID_THRESHOLD, find_modules, grid_scores, ratemaps, spatial_coherence
 from .losses import neural_sq_distances
 from .model import rollout
 from .modules import drop_small_modules, module_min_size
 
-# A module must hold this fraction of the grid units (and at least 3) to be counted.
+# A module must hold this fraction of the grid units it is drawn from (and at least 3)
+# to be counted.
 MIN_MODULE_FRACTION = 0.1
+# A grid unit joins the period clustering only if its ratemap's spatial coherence is at
+# least this (docs/analysis.md: scattered single-bin maps can pass the score60
+# threshold and would otherwise form "modules" of their own).
+MIN_COHERENCE = 0.5
+
+
+@dataclass(frozen=True)
+class ModuleRule:
+    """Which grid units are clustered into modules and which groups count (SPEC §7.6
+    leaves this open; our choice): grid units with spatial coherence >= min_coherence
+    are clustered by period; a module counts when it holds min_fraction of them (at
+    least 3). min_coherence 0 and min_fraction 0 give find_modules on every grid unit."""
+
+    min_fraction: float = MIN_MODULE_FRACTION
+    min_coherence: float = MIN_COHERENCE
+
+    def __post_init__(self):
+        if not 0 <= self.min_fraction < 1:
+            raise ValueError(f"min module fraction must be in [0, 1), got {self.min_fraction}")
+        if not 0 <= self.min_coherence <= 1:
+            raise ValueError(f"min coherence must be in [0, 1], got {self.min_coherence}")
 
 
 @dataclass(frozen=True)
@@ -111,14 +133,32 @@ def distance_curve(states, positions, rng, n_points=2000, n_bins=20, max_dx=None
                                                     for m in mean]}
 
 
+def assign_modules(period_m, is_grid, coherence, min_ratio=1.2, rule=ModuleRule()):
+    """SPEC §7.6 with our rule (ModuleRule): module labels (-1: none) of every unit.
+
+    Returns (labels, module periods, left-out groups as (periods, sizes), min_size,
+    clustered) where clustered marks the grid units whose coherence passed. Groups
+    smaller than min_size are not counted; their units keep no module label."""
+    clustered = is_grid & (np.nan_to_num(coherence, nan=-np.inf) >= rule.min_coherence)
+    labels = np.full(len(is_grid), -1)
+    min_size = module_min_size(int(clustered.sum()), rule.min_fraction)
+    module_periods = np.array([])
+    left_out = (np.array([]), np.array([], dtype=int))
+    if clustered.any():
+        labels[clustered], module_periods = find_modules(period_m[clustered],
+                                                         min_ratio=min_ratio)
+        labels, module_periods, left_out = drop_small_modules(labels, module_periods,
+                                                              min_size)
+    return labels, module_periods, left_out, min_size, clustered
+
+
 def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
-                  threshold=GRID_THRESHOLD, min_ratio=1.2,
-                  min_module_fraction=MIN_MODULE_FRACTION):
+                  threshold=GRID_THRESHOLD, min_ratio=1.2, modules=ModuleRule()):
     """SPEC §7.1-§7.6 in one arena. Returns (summary dict, arrays dict).
 
-    Modules with fewer than min_module_fraction of the grid units (at least 3 units) are
-    not counted; their units keep their scores but no module label, and the summary
-    lists them under modules.left_out."""
+    Modules follow `modules` (a ModuleRule, see assign_modules): grid units with
+    incoherent maps are not clustered (counted under modules.incoherent), and groups
+    under the minimum size are listed under modules.left_out."""
     velocities, positions = random_walks(rng, arena_size, walk)
     states = rollout_chunked(params, velocities, cfg.model.norm_eps)
     maps = ratemaps(positions.reshape(-1, 2), states.reshape(-1, states.shape[-1]),
@@ -127,15 +167,9 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
     bin_m = arena_size / nbins
     period_m = scores.period * bin_m
     is_grid = np.nan_to_num(scores.score60, nan=-np.inf) > threshold
-    labels = np.full(len(maps), -1)
-    module_periods = np.array([])
-    min_size = module_min_size(int(is_grid.sum()), min_module_fraction)
-    left_out = (np.array([]), np.array([], dtype=int))
-    if is_grid.any():
-        grid_labels, module_periods = find_modules(period_m[is_grid], min_ratio=min_ratio)
-        labels[is_grid] = grid_labels
-        labels, module_periods, left_out = drop_small_modules(labels, module_periods,
-                                                              min_size)
+    coherence = spatial_coherence(maps)
+    labels, module_periods, left_out, min_size, clustered = assign_modules(
+        period_m, is_grid, coherence, min_ratio, modules)
     active = np.isfinite(scores.score60)
     summary = {
         "arena_size": arena_size,
@@ -151,12 +185,15 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
                                zip(module_periods[:-1], module_periods[1:])],
                     "sizes": [int(np.sum(labels == k)) for k in range(len(module_periods))],
                     "min_size": min_size,
+                    "min_coherence": modules.min_coherence,
+                    "incoherent": int(np.sum(is_grid & ~clustered)),
                     "left_out": {"periods": [float(p) for p in left_out[0]],
                                  "sizes": [int(n) for n in left_out[1]]}},
-        "units": [_unit_record(i, scores, period_m, labels) for i in range(len(maps))],
+        "units": [_unit_record(i, scores, period_m, labels, coherence)
+                  for i in range(len(maps))],
     }
     arrays = {"ratemaps": maps, "scores": scores, "period_m": period_m, "labels": labels,
-              "is_grid": is_grid,
+              "is_grid": is_grid, "coherence": coherence,
               "states": states, "positions": positions}
     return summary, arrays
 
@@ -174,14 +211,14 @@ def _nanmedian(a):
     return float(np.median(a)) if len(a) else float("nan")
 
 
-def _unit_record(i, scores, period_m, labels):
+def _unit_record(i, scores, period_m, labels, coherence):
     def num(x):
         return None if not np.isfinite(x) else float(x)
 
     return {"unit": i, "score60": num(scores.score60[i]),
             "score60_mean": num(scores.score60_mean[i]), "score90": num(scores.score90[i]),
             "period_m": num(period_m[i]), "orientation": num(scores.orientation[i]),
-            "module": int(labels[i])}
+            "coherence": num(coherence[i]), "module": int(labels[i])}
 
 
 def arena_bins(arena_size, nbins=32, bin_size=None):
@@ -192,7 +229,7 @@ def arena_bins(arena_size, nbins=32, bin_size=None):
 
 def evaluate(params, cfg, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
              walk=WalkConfig(), threshold=GRID_THRESHOLD, bin_size=None,
-             min_module_fraction=MIN_MODULE_FRACTION):
+             modules=ModuleRule()):
     """SPEC §7 for every arena; returns (summary, {arena: arrays})."""
     rng = np.random.default_rng(seed)
     summary = {"seed": seed, "nbins": nbins, "bin_size": bin_size, "walk": walk.__dict__,
@@ -201,7 +238,7 @@ def evaluate(params, cfg, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
     for L in arenas:
         n = arena_bins(float(L), nbins, bin_size)
         s, a = analyse_arena(params, cfg, float(L), rng, n, walk, threshold,
-                             min_module_fraction=min_module_fraction)
+                             modules=modules)
         s["nbins"] = n
         summary["arenas"][_arena_key(L)] = s
         arrays[float(L)] = a
@@ -235,7 +272,7 @@ def period_consistency(arrays, reference=2.0, tolerance=0.10):
 
 def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
                  overwrite=False, walk=WalkConfig(), log=print, bin_size=None,
-                 min_module_fraction=MIN_MODULE_FRACTION):
+                 modules=ModuleRule()):
     """Evaluate a run directory or checkpoint; write summary.json and figures to out."""
     from . import plots
 
@@ -248,7 +285,7 @@ def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
     cfg = state["config"]
     log(f"evaluating {path} (step {state['step']}) in arenas {list(arenas)} m")
     summary, arrays = evaluate(state["params"], cfg, arenas, nbins, seed, walk,
-                               bin_size=bin_size, min_module_fraction=min_module_fraction)
+                               bin_size=bin_size, modules=modules)
     summary["checkpoint"] = os.path.abspath(path)
     summary["step"] = state["step"]
     atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1))
@@ -268,7 +305,7 @@ def checkpoint_steps(run_dir):
 
 def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
                            walk=WalkConfig(n_walks=100), log=print,
-                           min_module_fraction=MIN_MODULE_FRACTION):
+                           modules=ModuleRule()):
     """Grid fraction, modules and median score60 of every checkpoint of a run (SPEC §10:
     gridness is not monotonic in training, so watch it over checkpoints)."""
     rows = []
@@ -276,7 +313,7 @@ def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
         state = load_checkpoint(os.path.join(run_dir, "checkpoints", f"step_{step}.npz"))
         s, _ = analyse_arena(state["params"], state["config"], arena_size,
                              np.random.default_rng(seed), nbins, walk,
-                             min_module_fraction=min_module_fraction)
+                             modules=modules)
         rows.append({"step": step, "grid_fraction": s["grid_fraction"],
                      "hexagonal_fraction": s["hexagonal_fraction"],
                      "median_score60_active": s["median_score60_active"],
@@ -288,12 +325,12 @@ def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
 
 
 def write_over_training(run_dir, out, arena_size=2.0, nbins=32, seed=0, log=print,
-                        min_module_fraction=MIN_MODULE_FRACTION):
+                        modules=ModuleRule()):
     """gridness_over_training, saved as over_training.json and over_training.png."""
     from .plots import over_training_plot
 
     rows = gridness_over_training(run_dir, arena_size, nbins, seed, log=log,
-                                  min_module_fraction=min_module_fraction)
+                                  modules=modules)
     atomic_write_text(os.path.join(out, "over_training.json"), json.dumps(rows, indent=1))
     over_training_plot(rows, arena_size, out, "over_training.png")
     return rows
@@ -317,6 +354,9 @@ def headline(summary):
                                zip(small["periods"], small["sizes"]))
             note = (f"; groups under {m['min_size']} units not counted: m (units) "
                     f"{groups}")
+        if m.get("incoherent"):
+            note += (f"; {m['incoherent']} grid unit(s) with spatial coherence under "
+                     f"{m['min_coherence']} not clustered")
         lines.append(f"{key}: grid units {s['grid_fraction']:.0%} (score60 > "
                      f"{s['grid_threshold']}), hexagonal {s['hexagonal_fraction']:.0%}, "
                      f"modules {len(m['periods'])} (periods m: {periods}{note}), "
@@ -344,6 +384,10 @@ def add_evaluate_commands(sub):
                    metavar="F", help="count a module only if it holds this fraction of "
                    "the grid units (and at least 3); default %(default)s, 0 counts "
                    "every group find_modules reports")
+    p.add_argument("--min-coherence", type=float, default=MIN_COHERENCE, metavar="C",
+                   help="cluster into modules only the grid units whose ratemap has at "
+                   "least this spatial coherence; default %(default)s, 0 clusters every "
+                   "grid unit")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -357,12 +401,15 @@ def _cmd_evaluate(args):
     if not 0 <= args.min_module_fraction < 1:
         raise ValueError(f"--min-module-fraction must be in [0, 1), got "
                          f"{args.min_module_fraction}")
+    if not 0 <= args.min_coherence <= 1:
+        raise ValueError(f"--min-coherence must be in [0, 1], got {args.min_coherence}")
+    modules = ModuleRule(args.min_module_fraction, args.min_coherence)
     evaluate_run(args.source, args.out, tuple(args.arena), args.nbins, args.seed,
                  args.overwrite, bin_size=args.bin_size,
-                 min_module_fraction=args.min_module_fraction)
+                 modules=modules)
     if args.over_training:
         if not os.path.isdir(args.source):
             raise ValueError("--over-training needs a run directory, not a checkpoint")
         write_over_training(args.source, args.out, args.arena[0], args.nbins, args.seed,
-                            min_module_fraction=args.min_module_fraction)
+                            modules=modules)
     return 0

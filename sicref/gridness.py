@@ -79,6 +79,31 @@ def ratemaps(positions, activations, arena_size, nbins=32):
     return means.T.reshape(-1, nbins, nbins)
 
 
+def spatial_coherence(ratemaps):
+    """Spatial coherence of each ratemap (Muller & Kubie 1989): the Pearson correlation,
+    over visited bins, between a bin's value and the mean of its visited neighbours
+    (up to 8). Fields that span several bins give values near 1; scattered single-bin
+    activity gives values near 0. ratemaps (U, n, n) or (n, n) with NaN where unvisited;
+    returns (U,) or a float; NaN where the map or its neighbour means are constant.
+    """
+    maps = np.asarray(ratemaps, dtype=float)
+    one = maps.ndim == 2
+    maps = maps[None] if one else maps
+    visited = np.isfinite(maps)
+    kernel = np.ones((1, 3, 3))
+    kernel[0, 1, 1] = 0
+    sums = ndimage.convolve(np.where(visited, maps, 0.0), kernel, mode="constant")
+    counts = ndimage.convolve(visited.astype(float), kernel, mode="constant")
+    use = visited & (counts > 0)
+    out = np.full(len(maps), np.nan)
+    for u in range(len(maps)):
+        x = maps[u][use[u]]
+        y = sums[u][use[u]] / counts[u][use[u]]
+        if x.size > 1 and np.ptp(x) > 0 and np.ptp(y) > 0:
+            out[u] = np.corrcoef(x, y)[0, 1]
+    return float(out[0]) if one else out
+
+
 def _lagged_sums(a, b):
     """sum_p a[p] * b[p + lag] at every integer lag, over the last two axes."""
     return signal.fftconvolve(b, a[..., ::-1, ::-1], mode="full", axes=(-2, -1))

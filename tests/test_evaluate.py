@@ -55,10 +55,11 @@ def test_evaluate_writes_every_file(tmp_path):
     a = s["arenas"]["2m"]
     assert len(a["units"]) == 8 and 0 <= a["grid_fraction"] <= 1
     assert {"score60", "score60_mean", "score90", "period_m", "orientation",
-            "module"} <= set(a["units"][0])
+            "coherence", "module"} <= set(a["units"][0])
     assert 0 < a["coverage"] <= 1
     m = a["modules"]
     assert m["min_size"] >= 3 and set(m["left_out"]) == {"periods", "sizes"}
+    assert m["min_coherence"] == 0.5 and 0 <= m["incoherent"] <= 8
     assert all(n >= m["min_size"] for n in m["sizes"])
     assert "relative" in s["path_invariance"] and s["distance_curve"]["neural"]
     # the output directory is not overwritten silently
@@ -67,6 +68,10 @@ def test_evaluate_writes_every_file(tmp_path):
     assert main(["evaluate", str(run), "--min-module-fraction", "1.5",
                  "--out", str(tmp_path / "eval2")]) == 2
     assert not (tmp_path / "eval2").exists()
+    # so is a minimum coherence outside [0, 1]
+    assert main(["evaluate", str(run), "--min-coherence", "1.5",
+                 "--out", str(tmp_path / "eval3")]) == 2
+    assert not (tmp_path / "eval3").exists()
 
 
 def test_sweep_designs():
@@ -144,3 +149,64 @@ def test_best_units_show_module_units_before_higher_scoring_strays():
          "labels": np.array([-1, -1, 0, 0, 1, -1])}
     assert best_units(a, 6).tolist() == [3, 4, 2, 0, 5, 1]
     assert best_units(a, 2).tolist() == [3, 4]
+
+
+def _lattice_map(period_bins, n=32, phase=(0.0, 0.0), angle=0.0):
+    """A hexagonal lattice of round fields: the sum of three plane waves 60 degrees apart."""
+    y, x = np.mgrid[0:n, 0:n].astype(float)
+    k = 4 * np.pi / (np.sqrt(3) * period_bins)
+    waves = sum(np.cos(k * (np.cos(a) * (x - phase[0]) + np.sin(a) * (y - phase[1])))
+                for a in angle + np.radians([0, 60, 120]))
+    return np.maximum(waves, 0)
+
+
+def _sparse_noise_map(rng, n=32, n_spikes=12):
+    """Scattered single-bin activity: what a nearly silent unit's ratemap looks like."""
+    m = np.zeros((n, n))
+    m.flat[rng.choice(n * n, n_spikes, replace=False)] = rng.uniform(0.5, 1.0, n_spikes)
+    return m
+
+
+def test_incoherent_grid_units_are_not_clustered_into_a_module():
+    from sicref.evaluate import ModuleRule, assign_modules
+    from sicref.gridness import spatial_coherence
+    rng = np.random.default_rng(0)
+    # 40 lattice units at 0.7 m and 10 sparse-noise units with scattered periods, all
+    # taken to be grid units (noise maps can pass the score60 threshold).
+    maps = np.array([_lattice_map(11.2, phase=rng.uniform(0, 11, 2)) for _ in range(40)]
+                    + [_sparse_noise_map(rng) for _ in range(10)])
+    coherence = spatial_coherence(maps)
+    assert np.all(coherence[:40] > 0.9) and np.all(coherence[40:] < 0.3)
+    period_m = np.concatenate([np.full(40, 0.7) * rng.uniform(0.99, 1.01, 40),
+                               np.geomspace(0.2, 0.5, 10)])
+    is_grid = np.ones(50, bool)
+    labels, periods, left_out, min_size, clustered = assign_modules(period_m, is_grid,
+                                                                    coherence)
+    assert len(periods) == 1 and abs(periods[0] - 0.7) < 0.01
+    assert np.all(labels[:40] == 0) and np.all(labels[40:] == -1)
+    assert clustered.sum() == 40 and min_size == 4 and len(left_out[0]) == 0
+    # without the rule the noise units form a second "module" of their own
+    labels0, periods0, *_ = assign_modules(period_m, is_grid, coherence,
+                                           rule=ModuleRule(0.0, 0.0))
+    assert len(periods0) == 2 and np.all(labels0[:40] == 1) and np.sum(labels0 == 0) >= 3
+
+
+def test_a_coherent_second_module_is_still_counted():
+    from sicref.evaluate import assign_modules
+    from sicref.gridness import spatial_coherence
+    rng = np.random.default_rng(1)
+    maps = np.array([_lattice_map(11.2, phase=rng.uniform(0, 11, 2)) for _ in range(30)]
+                    + [_lattice_map(7.6, phase=rng.uniform(0, 7, 2), angle=0.3)
+                       for _ in range(12)])
+    period_m = np.concatenate([np.full(30, 0.70), np.full(12, 0.475)])
+    labels, periods, *_ = assign_modules(period_m, np.ones(42, bool), spatial_coherence(maps))
+    assert np.allclose(periods, [0.475, 0.70])
+    assert np.all(labels[:30] == 1) and np.all(labels[30:] == 0)
+
+
+def test_module_rule_refuses_values_out_of_range():
+    from sicref.evaluate import ModuleRule
+    with pytest.raises(ValueError, match="min coherence"):
+        ModuleRule(0.1, 1.5)
+    with pytest.raises(ValueError, match="min module fraction"):
+        ModuleRule(1.0, 0.5)

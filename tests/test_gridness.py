@@ -592,3 +592,38 @@ def test_drop_small_modules_with_no_module_at_all():
     assert kept.size == 0 and small.size == 0 and sizes.size == 0
     new, kept, _ = drop_small_modules(np.array([], int), np.array([]), 3)
     assert new.size == 0 and kept.size == 0
+
+
+def test_spatial_coherence_hand_computed():
+    from sicref.gridness import spatial_coherence
+    m = np.array([[0.0, 1.0, 0.0], [1.0, 2.0, 1.0], [0.0, 1.0, 0.0]])
+    # neighbour means by hand: a corner sees two edges (1) and the centre (2): 4/3; an
+    # edge sees two corners, two edges and the centre: 4/5; the centre sees 4 ones: 1/2
+    x = [0, 0, 0, 0, 1, 1, 1, 1, 2]
+    y = [4 / 3] * 4 + [4 / 5] * 4 + [1 / 2]
+    assert spatial_coherence(m) == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+
+
+def test_spatial_coherence_ignores_unvisited_bins_and_is_nan_for_a_flat_map():
+    from sicref.gridness import spatial_coherence
+    m = np.array([[0.0, 1.0, np.nan], [2.0, 4.0, np.nan], [np.nan, np.nan, np.nan]])
+    # visited bins 0, 1, 2, 4 are each other's neighbours: the mean of the other three
+    x = [0.0, 1.0, 2.0, 4.0]
+    y = [7 / 3, 6 / 3, 5 / 3, 3 / 3]
+    assert spatial_coherence(m) == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    assert np.isnan(spatial_coherence(np.ones((5, 5))))
+    batch = np.stack([m, np.ones((3, 3))])
+    out = spatial_coherence(batch)
+    assert out.shape == (2,) and out[0] == pytest.approx(spatial_coherence(m))
+    assert np.isnan(out[1])
+
+
+@given(seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=20, deadline=None)
+def test_spatial_coherence_is_invariant_to_affine_rescaling_of_rates(seed):
+    from sicref.gridness import spatial_coherence
+    rng = np.random.default_rng(seed)
+    m = ndimage.gaussian_filter(rng.normal(size=(16, 16)), 1.5)
+    m[rng.random((16, 16)) < 0.1] = np.nan
+    a, b = rng.uniform(0.1, 10), rng.uniform(-5, 5)
+    assert spatial_coherence(a * m + b) == pytest.approx(spatial_coherence(m), abs=1e-9)
