@@ -11,11 +11,11 @@ from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
 
 # Ten tries: a pair of failed tries takes about 3 minutes on 2 cores, so ten take
 # about 17 with the evaluation, 19 when the last pair catches a lattice
-# (docs/results.md); at about one catch in three, ten tries almost always catch one.
+# (docs/results.md); at about one catch in five, ten tries catch one 9 times in 10.
 DEFAULT_TRIES = 10
 DEFAULT_JOBS = min(2, os.cpu_count() or 1)  # tries side by side, one core each
 # The main job's default seed. Whether an initialisation catches a lattice is chance-
-# like (about one in three with the laptop preset); seed 0's first try does, so the
+# like (about one in five with the laptop preset); seed 0's first try does, so the
 # default command shows one in about 7 minutes. docs/results.md reports seeds 0-4 alike.
 DEFAULT_SEED = 0
 

@@ -3,7 +3,7 @@ a lattice.
 
 Whether a run passes through a hexagonal lattice at the 2.5k-4.5k-step transition is
 chance-like at laptop size (docs/experiments.md sections 3-4): a given initialisation
-does it about one time in seven or eight. With the annealing gate (`optim.anneal_*`) a run knows when it
+does it about one time in five (lambda_cap 0.5) to seven (0.25). With the annealing gate (`optim.anneal_*`) a run knows when it
 has caught one, and with `anneal_give_up` / `anneal_confirm` it stops early when it has
 not. The main job therefore trains try 0, 1, 2, ... (try i uses train.seed =
 seed + TRY_SEED_STRIDE * i, everything else unchanged), at most `jobs` at a time, and
