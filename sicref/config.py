@@ -159,8 +159,9 @@ def _preset_laptop():
     initialisation (sicref.tries). train.steps = 7500 = 4500 + 3000 is the longest run.
     Readings start at 2500 rather than 4000 because some lattices form and shear away
     before 4000 (docs/experiments.md section 4); caught that early they keep more units.
-    lambda_cap 0.5 rather than 0.25: the paper's value; 11 of 48 initialisations caught
-    a lattice against 5 of 34, and both gave 4 of 5 main seeds (docs/results.md).
+    lambda_cap 0.5 rather than 0.25: the paper's value; 11 of 55 initialisations caught
+    a lattice against 5 of 34 (no clear difference), and both gave 4 of 5 main seeds
+    (docs/results.md).
     examples/configs/laptop_constant_lr.json is the first version (sigma_g = 0.4,
     lambda_cap = 0.5, 4000 steps at a constant lr).
     """
