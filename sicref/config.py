@@ -150,10 +150,10 @@ def _preset_laptop():
     SPEC §10's small setting with shorter trajectories (T = 15), which learn faster at
     this size, sigma_g = 0.5, lambda_cap = 0.5 (the paper's) and the memory-bounded pair
     terms. At lr 1e-3 a hexagonal lattice appears (in some initialisations, between 2.5k
-    and 4.5k steps) only for a few hundred steps. The annealing gate scores the network every 500 steps
-    from step 2500 and, once 15 % of the units are grid units, restarts AdamW at lr
-    1e-4, halving every 1000 steps, for 3000 more steps, which keeps the lattice. A run
-    gives up when the gate has not opened by step 4500 (every opening seen in
+    and 4.5k steps) only for a few hundred steps. The annealing gate scores the network
+    every 500 steps from step 2500 and, once 15 % of the units are grid units, restarts
+    AdamW at lr 1e-4, halving every 1000 steps, for 3000 more steps, which keeps the
+    lattice. A run gives up when the gate has not opened by step 4500 (every opening seen in
     docs/experiments.md came between 2500 and 4500), or when neither of the two
     readings after the switch reaches 15 % again; `sicref run` then tries another
     initialisation (sicref.tries). train.steps = 7500 = 4500 + 3000 is the longest run.

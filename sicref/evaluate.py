@@ -39,9 +39,11 @@ class ModuleRule:
 
     def __post_init__(self):
         if not 0 <= self.min_fraction < 1:
-            raise ValueError(f"min module fraction must be in [0, 1), got {self.min_fraction}")
+            raise ValueError(f"min module fraction (--min-module-fraction) must be in "
+                             f"[0, 1), got {self.min_fraction}")
         if not 0 <= self.min_coherence <= 1:
-            raise ValueError(f"min coherence must be in [0, 1], got {self.min_coherence}")
+            raise ValueError(f"min coherence (--min-coherence) must be in [0, 1], got "
+                             f"{self.min_coherence}")
 
 
 @dataclass(frozen=True)
@@ -398,12 +400,7 @@ def _cmd_evaluate(args):
         raise ValueError(f"--nbins must be >= 4, got {args.nbins}")
     if args.bin_size is not None and args.bin_size <= 0:
         raise ValueError(f"--bin-size must be > 0 metres, got {args.bin_size}")
-    if not 0 <= args.min_module_fraction < 1:
-        raise ValueError(f"--min-module-fraction must be in [0, 1), got "
-                         f"{args.min_module_fraction}")
-    if not 0 <= args.min_coherence <= 1:
-        raise ValueError(f"--min-coherence must be in [0, 1], got {args.min_coherence}")
-    modules = ModuleRule(args.min_module_fraction, args.min_coherence)
+    modules = ModuleRule(args.min_module_fraction, args.min_coherence)  # checks ranges
     evaluate_run(args.source, args.out, tuple(args.arena), args.nbins, args.seed,
                  args.overwrite, bin_size=args.bin_size,
                  modules=modules)

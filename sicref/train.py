@@ -67,8 +67,8 @@ def train_step(params, opt_state, plateau, rng, cfg, step, lr_scale=1.0):
     d, o = cfg.data, cfg.optim
     grads_list, values_list = [], []
     for i in range(o.accumulation):
-        batch = sample_batch(rng, d.batch_size, batch_seq_len(d, (step - 1) * o.accumulation + i),
-                             d.vmax, d.mode)
+        seq_len = batch_seq_len(d, (step - 1) * o.accumulation + i)
+        batch = sample_batch(rng, d.batch_size, seq_len, d.vmax, d.mode)
         values, grads = loss_and_grad(params, batch, cfg)
         if not (np.isfinite(values["total"]) and all_finite(grads)):
             bad = [k for k, v in values.items() if not np.isfinite(v)]

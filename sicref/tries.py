@@ -3,11 +3,11 @@ a lattice.
 
 Whether a run passes through a hexagonal lattice at the 2.5k-4.5k-step transition is
 chance-like at laptop size (docs/experiments.md sections 3-4): a given initialisation
-does it about one time in five (lambda_cap 0.5) to seven (0.25). With the annealing gate (`optim.anneal_*`) a run knows when it
-has caught one, and with `anneal_give_up` / `anneal_confirm` it stops early when it has
-not. The main job therefore trains try 0, 1, 2, ... (try i uses train.seed =
-seed + TRY_SEED_STRIDE * i, everything else unchanged), at most `jobs` at a time, and
-keeps the first that catches a lattice.
+does it about one time in five (lambda_cap 0.5) to seven (0.25). With the annealing
+gate (`optim.anneal_*`) a run knows when it has caught one, and with `anneal_give_up` /
+`anneal_confirm` it stops early when it has not. The main job therefore trains try 0,
+1, 2, ... (try i uses train.seed = seed + TRY_SEED_STRIDE * i, everything else
+unchanged), at most `jobs` at a time, and keeps the first that catches a lattice.
 
 The outcome does not depend on timing: the chosen try is the lowest-numbered one that
 catches a lattice. Tries with a higher number than a try that has caught one are

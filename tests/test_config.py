@@ -26,7 +26,8 @@ def test_presets_round_trip_through_json(name, tmp_path):
 
 
 INVALID = [
-    ("data", "batch_size", 0), ("data", "batch_size", 2.5), ("data", "seq_len", -1), ("data", "seq_len_alt", -1),
+    ("data", "batch_size", 0), ("data", "batch_size", 2.5), ("data", "seq_len", -1),
+    ("data", "seq_len_alt", -1),
     ("data", "vmax", 0.0), ("data", "mode", "shuffle"),
     ("model", "n_units", 0), ("model", "hidden", "wide"), ("model", "n_layers", 0),
     ("model", "norm_eps", -1.0),

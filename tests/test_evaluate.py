@@ -152,7 +152,7 @@ def test_best_units_show_module_units_before_higher_scoring_strays():
 
 
 def _lattice_map(period_bins, n=32, phase=(0.0, 0.0), angle=0.0):
-    """A hexagonal lattice of round fields: the sum of three plane waves 60 degrees apart."""
+    """A hexagonal lattice of round fields: three plane waves 60 degrees apart, summed."""
     y, x = np.mgrid[0:n, 0:n].astype(float)
     k = 4 * np.pi / (np.sqrt(3) * period_bins)
     waves = sum(np.cos(k * (np.cos(a) * (x - phase[0]) + np.sin(a) * (y - phase[1])))
@@ -199,7 +199,8 @@ def test_a_coherent_second_module_is_still_counted():
                     + [_lattice_map(7.6, phase=rng.uniform(0, 7, 2), angle=0.3)
                        for _ in range(12)])
     period_m = np.concatenate([np.full(30, 0.70), np.full(12, 0.475)])
-    labels, periods, *_ = assign_modules(period_m, np.ones(42, bool), spatial_coherence(maps))
+    labels, periods, *_ = assign_modules(period_m, np.ones(42, bool),
+                                         spatial_coherence(maps))
     assert np.allclose(periods, [0.475, 0.70])
     assert np.all(labels[:30] == 1) and np.all(labels[30:] == 0)
 
