@@ -153,8 +153,8 @@ def _preset_laptop():
     and 4.5k steps) only for a few hundred steps. The annealing gate scores the network
     every 500 steps from step 2500 and, once 15 % of the units are grid units, restarts
     AdamW at lr 1e-4, halving every 1000 steps, for 3000 more steps, which keeps the
-    lattice. A run gives up when the gate has not opened by step 4500 (every opening seen in
-    docs/experiments.md came between 2500 and 4500), or when neither of the two
+    lattice. A run gives up when the gate has not opened by step 4500 (every opening
+    seen in docs/experiments.md came between 2500 and 4500), or when neither of the two
     readings after the switch reaches 15 % again; `sicref run` then tries another
     initialisation (sicref.tries). train.steps = 7500 = 4500 + 3000 is the longest run.
     Readings start at 2500 rather than 4000 because some lattices form and shear away
