@@ -1,6 +1,7 @@
 """Command line: a thin layer over the library. `sicref <command> --help` for each."""
 
 import argparse
+import os
 import sys
 
 from .checkpoint import CheckpointError
@@ -26,6 +27,35 @@ def add_config_args(p):
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", help=f"named preset (default {DEFAULT_PRESET!r})")
     group.add_argument("--config", metavar="FILE.json", help="config file")
+
+
+def add_threads_arg(p):
+    """--threads N: the BLAS thread count of this process (default: the environment's)."""
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="BLAS threads for this process (default: as the environment "
+                        "sets OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, else every core); "
+                        "1 is fastest when several runs share the cores")
+
+
+def reexec_for_threads(args, argv):
+    """Apply --threads. BLAS reads its thread count when NumPy is first imported, which
+    has happened by now, so when the environment does not already say `threads` the
+    command runs again in a fresh process whose environment does (os.execve: this
+    process is replaced and the call does not return). Returns without doing anything
+    when --threads is absent or already in force."""
+    from .train import THREAD_VARS, thread_env
+
+    threads = getattr(args, "threads", None)
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    if all(os.environ.get(name) == str(threads) for name in THREAD_VARS):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "sicref", *argv],
+              thread_env(os.environ, threads))
 
 
 def cmd_train(args):
@@ -61,6 +91,7 @@ def build_parser():
                    help="new run starting from another run's parameters")
     p.add_argument("--max-seconds", type=float,
                    help="stop (with a checkpoint) after this much wall time")
+    add_threads_arg(p)
     p.set_defaults(func=cmd_train)
 
     # The command groups live beside their library modules (and import the helpers
@@ -79,8 +110,10 @@ def build_parser():
 def main(argv=None):
     from .train import TrainingError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
+        reexec_for_threads(args, argv)
         return args.func(args)
     except (ConfigError, CheckpointError, TrainingError, ValueError, OSError) as e:
         print(f"sicref {args.command}: error: {e}", file=sys.stderr)

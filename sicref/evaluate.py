@@ -369,6 +369,8 @@ def headline(summary):
 
 
 def add_evaluate_commands(sub):
+    from .cli import add_threads_arg
+
     p = sub.add_parser("evaluate", help="gridness analysis of a trained network (SPEC §7)")
     p.add_argument("source", metavar="RUN_DIR|CKPT")
     p.add_argument("--arena", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0],
@@ -390,6 +392,7 @@ def add_evaluate_commands(sub):
                    help="cluster into modules only the grid units whose ratemap has at "
                    "least this spatial coherence; default %(default)s, 0 clusters every "
                    "grid unit")
+    add_threads_arg(p)
     p.set_defaults(func=_cmd_evaluate)
 
 

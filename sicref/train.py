@@ -116,6 +116,20 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_"
               "MALLOC_TOP_PAD_": str(256 << 20)}
 
 
+# The environment variables that fix the BLAS thread count (OpenMP, OpenBLAS, MKL). They
+# are read once, when NumPy loads its BLAS, so they must be set before the process
+# imports NumPy: a child process gets them in its environment, `sicref train --threads`
+# re-executes itself with them.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_env(environ, threads):
+    """A copy of environ with every name of THREAD_VARS set to threads."""
+    env = dict(environ)
+    env.update({name: str(threads) for name in THREAD_VARS})
+    return env
+
+
 def train_command(cfg_path, run_dir, threads=None, max_seconds=None):
     """(argv, env) for `sicref train` in a subprocess that starts run_dir, or continues
     it from its latest checkpoint; a run dir left without one (its process died before
@@ -133,8 +147,7 @@ def train_command(cfg_path, run_dir, threads=None, max_seconds=None):
     for name, value in MALLOC_ENV.items():
         env.setdefault(name, value)
     if threads:
-        env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-                   MKL_NUM_THREADS=str(threads))
+        env = thread_env(env, threads)
     return cmd, env
 
 

@@ -278,3 +278,36 @@ def test_seq_len_alt_resumed_at_an_odd_step_equals_an_uninterrupted_run(tmp_path
     assert params_equal(full, resumed)
     assert not params_equal(full, train(replace(cfg, data={"seq_len_alt": 0}),
                                         tmp_path / "off", **QUIET))
+
+
+def test_threads_option_reexecutes_with_the_blas_thread_count(monkeypatch, tmp_path):
+    """`--threads N` re-runs the command in a process whose environment sets every BLAS
+    thread variable to N (BLAS reads them only when NumPy loads), and runs in place when
+    they already say N."""
+    import sicref.cli as cli
+    from sicref.train import THREAD_VARS
+
+    calls = []
+
+    def fake_execve(path, argv, env):
+        calls.append((path, argv, env))
+        raise SystemExit(0)  # execve never returns
+
+    monkeypatch.setattr(cli.os, "execve", fake_execve)
+    for name in THREAD_VARS:
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--steps", "2", "--out", str(out), "--threads", "3"]
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    (path, child_argv, env), = calls
+    assert path == sys.executable and child_argv == [sys.executable, "-m", "sicref", *argv]
+    assert all(env[name] == "3" for name in THREAD_VARS)
+    assert not out.exists()  # nothing was trained in the first process
+
+    for name in THREAD_VARS:
+        monkeypatch.setenv(name, "3")
+    assert cli.main(argv) == 0 and len(calls) == 1
+    assert (out / "checkpoints" / "latest.npz").exists()
+    assert cli.main(["train", "--preset", "tiny", "--out", str(tmp_path / "x"),
+                     "--threads", "0"]) == 2
