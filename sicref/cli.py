@@ -31,7 +31,7 @@ def add_config_args(p):
 
 def add_threads_arg(p):
     """--threads N: the BLAS thread count of this process (default: the environment's)."""
-    p.add_argument("--threads", type=int, metavar="N",
+    p.add_argument("--threads", type=int, metavar="N", dest="process_threads",
                    help="BLAS threads for this process (default: as the environment "
                         "sets OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, else every core); "
                         "1 is fastest when several runs share the cores")
@@ -45,7 +45,7 @@ def reexec_for_threads(args, argv):
     when --threads is absent or already in force."""
     from .train import THREAD_VARS, thread_env
 
-    threads = getattr(args, "threads", None)
+    threads = getattr(args, "process_threads", None)  # not `sweep --threads` (per run)
     if threads is None:
         return
     if threads < 1:

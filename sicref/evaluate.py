@@ -25,17 +25,27 @@ MIN_MODULE_FRACTION = 0.1
 # least this (docs/analysis.md: scattered single-bin maps can pass the score60
 # threshold and would otherwise form "modules" of their own).
 MIN_COHERENCE = 0.5
+# ... and only if at most this share of its activity falls in the first START_STEPS
+# steps of the evaluation walks. Every walk starts at the arena centre with the network
+# at g_0; some units fire only while the state is still near g_0 (a code of "just
+# started", not of place), which puts a bright spot near the centre of their ratemap
+# that can pass the score60 threshold (docs/analysis.md). A unit active evenly in time
+# has a share of START_STEPS / walk length (0.05 for the default 400-step walks).
+START_STEPS = 20
+MAX_START_SHARE = 0.25
 
 
 @dataclass(frozen=True)
 class ModuleRule:
     """Which grid units are clustered into modules and which groups count (SPEC §7.6
     leaves this open; our choice): grid units with spatial coherence >= min_coherence
-    are clustered by period; a module counts when it holds min_fraction of them (at
-    least 3). min_coherence 0 and min_fraction 0 give find_modules on every grid unit."""
+    and a start share (start_share) <= max_start_share are clustered by period; a
+    module counts when it holds min_fraction of them (at least 3). min_coherence 0,
+    max_start_share 1 and min_fraction 0 give find_modules on every grid unit."""
 
     min_fraction: float = MIN_MODULE_FRACTION
     min_coherence: float = MIN_COHERENCE
+    max_start_share: float = MAX_START_SHARE
 
     def __post_init__(self):
         if not 0 <= self.min_fraction < 1:
@@ -44,6 +54,9 @@ class ModuleRule:
         if not 0 <= self.min_coherence <= 1:
             raise ValueError(f"min coherence (--min-coherence) must be in [0, 1], got "
                              f"{self.min_coherence}")
+        if not 0 < self.max_start_share <= 1:
+            raise ValueError(f"max start share (--max-start-share) must be in (0, 1], "
+                             f"got {self.max_start_share}")
 
 
 @dataclass(frozen=True)
@@ -135,13 +148,29 @@ def distance_curve(states, positions, rng, n_points=2000, n_bins=20, max_dx=None
                                                     for m in mean]}
 
 
-def assign_modules(period_m, is_grid, coherence, min_ratio=1.2, rule=ModuleRule()):
+def start_share(states, start_steps=START_STEPS):
+    """Share of each unit's activity, summed over walks, that falls in the first
+    start_steps steps of the walks. states (W, S, N); returns (N,), NaN for a unit
+    silent throughout."""
+    states = np.asarray(states, dtype=float)
+    total = states.sum(axis=(0, 1))
+    early = states[:, :start_steps].sum(axis=(0, 1))
+    out = np.full(total.shape, np.nan)
+    np.divide(early, total, out=out, where=total > 0)
+    return out
+
+
+def assign_modules(period_m, is_grid, coherence, min_ratio=1.2, rule=ModuleRule(),
+                   start=None):
     """SPEC §7.6 with our rule (ModuleRule): module labels (-1: none) of every unit.
 
-    Returns (labels, module periods, left-out groups as (periods, sizes), min_size,
-    clustered) where clustered marks the grid units whose coherence passed. Groups
-    smaller than min_size are not counted; their units keep no module label."""
+    start: each unit's start_share (None: every unit passes that test). Returns
+    (labels, module periods, left-out groups as (periods, sizes), min_size, clustered)
+    where clustered marks the grid units that passed the coherence and start tests.
+    Groups smaller than min_size are not counted; their units keep no module label."""
     clustered = is_grid & (np.nan_to_num(coherence, nan=-np.inf) >= rule.min_coherence)
+    if start is not None:
+        clustered &= np.nan_to_num(start, nan=0.0) <= rule.max_start_share
     labels = np.full(len(is_grid), -1)
     min_size = module_min_size(int(clustered.sum()), rule.min_fraction)
     module_periods = np.array([])
@@ -170,8 +199,10 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
     period_m = scores.period * bin_m
     is_grid = np.nan_to_num(scores.score60, nan=-np.inf) > threshold
     coherence = spatial_coherence(maps)
+    start = start_share(states)
     labels, module_periods, left_out, min_size, clustered = assign_modules(
-        period_m, is_grid, coherence, min_ratio, modules)
+        period_m, is_grid, coherence, min_ratio, modules, start)
+    coherent = np.nan_to_num(coherence, nan=-np.inf) >= modules.min_coherence
     active = np.isfinite(scores.score60)
     summary = {
         "arena_size": arena_size,
@@ -188,14 +219,17 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
                     "sizes": [int(np.sum(labels == k)) for k in range(len(module_periods))],
                     "min_size": min_size,
                     "min_coherence": modules.min_coherence,
-                    "incoherent": int(np.sum(is_grid & ~clustered)),
+                    "incoherent": int(np.sum(is_grid & ~coherent)),
+                    "max_start_share": modules.max_start_share,
+                    "start_steps": START_STEPS,
+                    "start_dominated": int(np.sum(is_grid & coherent & ~clustered)),
                     "left_out": {"periods": [float(p) for p in left_out[0]],
                                  "sizes": [int(n) for n in left_out[1]]}},
-        "units": [_unit_record(i, scores, period_m, labels, coherence)
+        "units": [_unit_record(i, scores, period_m, labels, coherence, start)
                   for i in range(len(maps))],
     }
     arrays = {"ratemaps": maps, "scores": scores, "period_m": period_m, "labels": labels,
-              "is_grid": is_grid, "coherence": coherence,
+              "is_grid": is_grid, "coherence": coherence, "start_share": start,
               "states": states, "positions": positions}
     return summary, arrays
 
@@ -213,14 +247,15 @@ def _nanmedian(a):
     return float(np.median(a)) if len(a) else float("nan")
 
 
-def _unit_record(i, scores, period_m, labels, coherence):
+def _unit_record(i, scores, period_m, labels, coherence, start):
     def num(x):
         return None if not np.isfinite(x) else float(x)
 
     return {"unit": i, "score60": num(scores.score60[i]),
             "score60_mean": num(scores.score60_mean[i]), "score90": num(scores.score90[i]),
             "period_m": num(period_m[i]), "orientation": num(scores.orientation[i]),
-            "coherence": num(coherence[i]), "module": int(labels[i])}
+            "coherence": num(coherence[i]), "start_share": num(start[i]),
+            "module": int(labels[i])}
 
 
 def arena_bins(arena_size, nbins=32, bin_size=None):
@@ -359,6 +394,9 @@ def headline(summary):
         if m.get("incoherent"):
             note += (f"; {m['incoherent']} grid unit(s) with spatial coherence under "
                      f"{m['min_coherence']} not clustered")
+        if m.get("start_dominated"):
+            note += (f"; {m['start_dominated']} grid unit(s) active mostly in the walks' "
+                     f"first {m['start_steps']} steps not clustered")
         lines.append(f"{key}: grid units {s['grid_fraction']:.0%} (score60 > "
                      f"{s['grid_threshold']}), hexagonal {s['hexagonal_fraction']:.0%}, "
                      f"modules {len(m['periods'])} (periods m: {periods}{note}), "
@@ -392,6 +430,10 @@ def add_evaluate_commands(sub):
                    help="cluster into modules only the grid units whose ratemap has at "
                    "least this spatial coherence; default %(default)s, 0 clusters every "
                    "grid unit")
+    p.add_argument("--max-start-share", type=float, default=MAX_START_SHARE, metavar="S",
+                   help="cluster into modules only the grid units with at most this "
+                   f"share of their activity in the walks' first {START_STEPS} steps; "
+                   "default %(default)s, 1 clusters every grid unit")
     add_threads_arg(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -403,7 +445,8 @@ def _cmd_evaluate(args):
         raise ValueError(f"--nbins must be >= 4, got {args.nbins}")
     if args.bin_size is not None and args.bin_size <= 0:
         raise ValueError(f"--bin-size must be > 0 metres, got {args.bin_size}")
-    modules = ModuleRule(args.min_module_fraction, args.min_coherence)  # checks ranges
+    modules = ModuleRule(args.min_module_fraction, args.min_coherence,
+                         args.max_start_share)  # checks ranges
     evaluate_run(args.source, args.out, tuple(args.arena), args.nbins, args.seed,
                  args.overwrite, bin_size=args.bin_size,
                  modules=modules)

@@ -55,11 +55,12 @@ def test_evaluate_writes_every_file(tmp_path):
     a = s["arenas"]["2m"]
     assert len(a["units"]) == 8 and 0 <= a["grid_fraction"] <= 1
     assert {"score60", "score60_mean", "score90", "period_m", "orientation",
-            "coherence", "module"} <= set(a["units"][0])
+            "coherence", "start_share", "module"} <= set(a["units"][0])
     assert 0 < a["coverage"] <= 1
     m = a["modules"]
     assert m["min_size"] >= 3 and set(m["left_out"]) == {"periods", "sizes"}
     assert m["min_coherence"] == 0.5 and 0 <= m["incoherent"] <= 8
+    assert m["max_start_share"] == 0.25 and 0 <= m["start_dominated"] <= 8
     assert all(n >= m["min_size"] for n in m["sizes"])
     assert "relative" in s["path_invariance"] and s["distance_curve"]["neural"]
     # the output directory is not overwritten silently
@@ -72,6 +73,10 @@ def test_evaluate_writes_every_file(tmp_path):
     assert main(["evaluate", str(run), "--min-coherence", "1.5",
                  "--out", str(tmp_path / "eval3")]) == 2
     assert not (tmp_path / "eval3").exists()
+    # and a maximum start share outside (0, 1]
+    assert main(["evaluate", str(run), "--max-start-share", "0",
+                 "--out", str(tmp_path / "eval4")]) == 2
+    assert not (tmp_path / "eval4").exists()
 
 
 def test_sweep_designs():
@@ -205,9 +210,67 @@ def test_a_coherent_second_module_is_still_counted():
     assert np.all(labels[:30] == 1) and np.all(labels[30:] == 0)
 
 
+def test_start_share_of_hand_made_activity():
+    from sicref.evaluate import start_share
+    states = np.zeros((3, 400, 4))
+    states[:, :, 0] = 0.2                 # even in time: 20 of 400 steps
+    states[:, :10, 1] = 0.7               # only in the first 10 steps of each walk
+    states[0, 100:, 3] = 1.0              # late in one walk,
+    states[1, :20, 3] = 1.0               # early in another: 20 of 320 unit-steps
+    share = start_share(states)
+    np.testing.assert_allclose(share[[0, 1, 3]], [20 / 400, 1.0, 20 / 320])
+    assert np.isnan(share[2])             # silent throughout
+    np.testing.assert_allclose(start_share(states, start_steps=100)[0], 0.25)
+
+
+def test_units_active_mostly_at_the_start_are_not_clustered():
+    """Units that fire mainly while the state is still near g_0 (the first steps of
+    every walk) leave a spot near the arena centre that can pass score60 with a
+    spurious period; they must not make a second module."""
+    from sicref.evaluate import ModuleRule, assign_modules
+    rng = np.random.default_rng(2)
+    period_m = np.concatenate([0.66 * rng.uniform(0.99, 1.01, 40),
+                               [0.38, 0.42, 0.45, 0.45, 0.48, 0.51]])
+    start = np.concatenate([rng.uniform(0.02, 0.1, 40), [0.99, 0.93, 0.73, 0.61, 0.44,
+                                                         0.37]])
+    coherence = np.full(46, 0.9)
+    is_grid = np.ones(46, bool)
+    labels, periods, _, _, clustered = assign_modules(period_m, is_grid, coherence,
+                                                      start=start)
+    assert len(periods) == 1 and abs(periods[0] - 0.66) < 0.01
+    assert clustered.sum() == 40 and np.all(labels[40:] == -1)
+    # with the start test off (or no shares given) they form a module of their own
+    for kw in ({"start": start, "rule": ModuleRule(max_start_share=1.0)}, {}):
+        labels1, periods1, *_ = assign_modules(period_m, is_grid, coherence, **kw)
+        assert len(periods1) == 2 and np.all(labels1[40:] == 0)
+    # the limit is inclusive: a share equal to it is clustered
+    _, _, _, _, at_limit = assign_modules(period_m, is_grid, coherence,
+                                          rule=ModuleRule(max_start_share=0.37),
+                                          start=start)
+    assert at_limit.sum() == 41
+
+
 def test_module_rule_refuses_values_out_of_range():
     from sicref.evaluate import ModuleRule
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="max start share"):
+            ModuleRule(max_start_share=bad)
     with pytest.raises(ValueError, match="min coherence"):
         ModuleRule(0.1, 1.5)
     with pytest.raises(ValueError, match="min module fraction"):
         ModuleRule(1.0, 0.5)
+
+
+def test_sweep_threads_option_is_per_run_not_a_reexecution(monkeypatch):
+    """`sweep --threads` sets each run's BLAS threads; only train/evaluate --threads
+    re-execute the command itself."""
+    import sicref.cli as cli
+
+    def no_execve(*a):
+        raise AssertionError("execve called")
+
+    monkeypatch.setattr(cli.os, "execve", no_execve)
+    args = cli.build_parser().parse_args(["sweep", "--preset", "tiny", "--set",
+                                          "train.steps=1", "--out", "x", "--threads", "2"])
+    cli.reexec_for_threads(args, [])  # returns without re-executing
+    assert args.threads == 2
