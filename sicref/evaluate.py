@@ -58,6 +58,14 @@ class ModuleRule:
             raise ValueError(f"max start share (--max-start-share) must be in (0, 1], "
                              f"got {self.max_start_share}")
 
+    def coherent(self, coherence):
+        """Units whose ratemap coherence passes (NaN fails)."""
+        return np.nan_to_num(coherence, nan=-np.inf) >= self.min_coherence
+
+    def settled(self, start):
+        """Units not active mostly at the walks' start (NaN, a silent unit, passes)."""
+        return np.nan_to_num(start, nan=0.0) <= self.max_start_share
+
 
 @dataclass(frozen=True)
 class WalkConfig:
@@ -151,8 +159,11 @@ def distance_curve(states, positions, rng, n_points=2000, n_bins=20, max_dx=None
 def start_share(states, start_steps=START_STEPS):
     """Share of each unit's activity, summed over walks, that falls in the first
     start_steps steps of the walks. states (W, S, N); returns (N,), NaN for a unit
-    silent throughout."""
+    silent throughout. Walks must be longer than start_steps."""
     states = np.asarray(states, dtype=float)
+    if states.ndim != 3 or states.shape[1] <= start_steps:
+        raise ValueError(f"start_share needs states (walks, steps, units) with more than "
+                         f"start_steps = {start_steps} steps, got shape {states.shape}")
     total = states.sum(axis=(0, 1))
     early = states[:, :start_steps].sum(axis=(0, 1))
     out = np.full(total.shape, np.nan)
@@ -168,9 +179,9 @@ def assign_modules(period_m, is_grid, coherence, min_ratio=1.2, rule=ModuleRule(
     (labels, module periods, left-out groups as (periods, sizes), min_size, clustered)
     where clustered marks the grid units that passed the coherence and start tests.
     Groups smaller than min_size are not counted; their units keep no module label."""
-    clustered = is_grid & (np.nan_to_num(coherence, nan=-np.inf) >= rule.min_coherence)
+    clustered = is_grid & rule.coherent(coherence)
     if start is not None:
-        clustered &= np.nan_to_num(start, nan=0.0) <= rule.max_start_share
+        clustered &= rule.settled(start)
     labels = np.full(len(is_grid), -1)
     min_size = module_min_size(int(clustered.sum()), rule.min_fraction)
     module_periods = np.array([])
@@ -202,7 +213,7 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
     start = start_share(states)
     labels, module_periods, left_out, min_size, clustered = assign_modules(
         period_m, is_grid, coherence, min_ratio, modules, start)
-    coherent = np.nan_to_num(coherence, nan=-np.inf) >= modules.min_coherence
+    coherent = modules.coherent(coherence)
     active = np.isfinite(scores.score60)
     summary = {
         "arena_size": arena_size,

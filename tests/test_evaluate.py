@@ -221,6 +221,8 @@ def test_start_share_of_hand_made_activity():
     np.testing.assert_allclose(share[[0, 1, 3]], [20 / 400, 1.0, 20 / 320])
     assert np.isnan(share[2])             # silent throughout
     np.testing.assert_allclose(start_share(states, start_steps=100)[0], 0.25)
+    with pytest.raises(ValueError, match="start_steps = 20"):
+        start_share(states[:, :20])       # walks no longer than the start window
 
 
 def test_units_active_mostly_at_the_start_are_not_clustered():
