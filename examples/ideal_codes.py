@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from sicref.checkpoint import load_checkpoint
 from sicref.config import ConfigError, preset, replace
 from sicref.idealcodes import LossProbe, Module, fit_code
 
@@ -39,8 +40,25 @@ def describe(fit):
                  n_units=m.n_units) for m in fit.modules]
 
 
+def score_networks(probe, paths, log):
+    rows = []
+    for path in paths:
+        state = load_checkpoint(path)
+        parts = probe.network_parts(state["params"], state["config"].model.norm_eps)
+        total = probe.total(parts=parts)
+        log(f"  network {path} (step {state['step']}): total {total:.5f} (sep {parts[0]:.4f}, "
+            f"inv {parts[1]:.4f}, cap {parts[2]:.4f})")
+        rows.append(dict(checkpoint=path, step=state["step"], total=total, parts=parts))
+    return rows
+
+
 def run_setting(cfg, args, log):
     probe = LossProbe(cfg.data, cfg.loss, n_batches=args.batches, seed=args.seed)
+    setting = dict(seq_len=cfg.data.seq_len, batch_size=cfg.data.batch_size,
+                   sigma_g=cfg.loss.sigma_g, lambda_cap=cfg.loss.lambda_cap,
+                   networks=score_networks(probe, args.checkpoint, log))
+    if args.skip_fits:
+        return setting
     t0 = time.time()
     one = fit_code(probe, one_module_starts(10), args.max_evaluations)
     log(f"  one module: {one.modules[0].period:.3f} m, total {one.total:.5f} "
@@ -56,9 +74,7 @@ def run_setting(cfg, args, log):
             f"{p[0]:.3f} and {p[1]:.3f} m, total {fit.total:.5f} ({time.time() - t0:.0f} s)")
         fits.append(fit)
     two = min(fits, key=lambda f: f.total)
-    return dict(seq_len=cfg.data.seq_len, batch_size=cfg.data.batch_size,
-                sigma_g=cfg.loss.sigma_g, lambda_cap=cfg.loss.lambda_cap,
-                one=dict(total=one.total, parts=one.parts, modules=describe(one)),
+    return dict(setting, one=dict(total=one.total, parts=one.parts, modules=describe(one)),
                 two=dict(total=two.total, parts=two.parts, modules=describe(two)),
                 two_from_each_start=[dict(total=f.total, modules=describe(f)) for f in fits],
                 scan=dict(period=periods.tolist(), total=scan))
@@ -68,6 +84,8 @@ def table(rows):
     out = ["| T | B | sigma_g | lambda_cap | one module: m | loss | two modules: m (weight) "
            "| loss | two minus one |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "one" not in r:
+            continue
         o, t = r["one"], r["two"]
         mods = sorted(t["modules"], key=lambda m: m["period"])
         two = ", ".join(f"{m['period']:.2f} ({m['weight']:.2f})" for m in mods)
@@ -85,6 +103,8 @@ def figure(rows, path):
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in rows:
+        if "one" not in r:
+            continue
         label = f"T={r['seq_len']}, sigma_g={r['sigma_g']}, lambda_cap={r['lambda_cap']}"
         line, = ax.plot(r["scan"]["period"], r["scan"]["total"], label=label)
         o = r["one"]
@@ -116,8 +136,14 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-evaluations", type=int, default=400)
     p.add_argument("--scan-points", type=int, default=25)
+    p.add_argument("--checkpoint", nargs="+", default=[],
+                   help="also score these networks on the same batches, in every setting")
+    p.add_argument("--skip-fits", action="store_true",
+                   help="only score the --checkpoint networks")
     p.add_argument("--out", required=True)
     a = p.parse_args()
+    if a.skip_fits and not a.checkpoint:
+        p.error("--skip-fits needs --checkpoint")
     if a.batch_size and len(a.batch_size) != len(a.seq_len):
         p.error("--batch-size needs one value per --seq-len")
     if os.path.exists(os.path.join(a.out, "ideal_codes.json")):
@@ -143,7 +169,8 @@ def main():
                     json.dump(rows, f, indent=1)
     with open(os.path.join(a.out, "ideal_codes.md"), "w") as f:
         f.write(table(rows))
-    figure(rows, os.path.join(a.out, "ideal_codes.png"))
+    if not a.skip_fits:
+        figure(rows, os.path.join(a.out, "ideal_codes.png"))
     sys.stdout.write(table(rows))
     print(f"wrote {a.out}/ideal_codes.json, ideal_codes.md, ideal_codes.png")
 

@@ -104,11 +104,11 @@ class LossProbe:
             raise ValueError(f"n_batches = {n_batches}; must be >= 1")
         self.loss = loss
         rng = np.random.default_rng(seed)
-        self.positions = []
-        self.masks = []
+        self.batches, self.positions, self.masks = [], [], []
         for _ in range(n_batches):
-            x = sample_batch(rng, data.batch_size, data.seq_len, data.vmax).positions
-            x = x.reshape(-1, 2)
+            batch = sample_batch(rng, data.batch_size, data.seq_len, data.vmax)
+            x = batch.positions.reshape(-1, 2)
+            self.batches.append(batch)
             dx = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
             close = dx < loss.sigma_x
             np.fill_diagonal(close, False)
@@ -117,9 +117,19 @@ class LossProbe:
 
     def parts(self, modules):
         """Mean over the batches of (separation, invariance, capacity)."""
+        return self._parts(ideal_code(x, modules) for x in self.positions)
+
+    def network_parts(self, params, norm_eps=1e-8):
+        """The same for a network's states on the same batches (SPEC §3)."""
+        from sicref.model import rollout_permuted
+
+        n = len(params["g0_raw"])
+        return self._parts(rollout_permuted(params, b.base, b.perm, norm_eps)[1].reshape(-1, n)
+                           for b in self.batches)
+
+    def _parts(self, codes):
         out = []
-        for x, (far, close) in zip(self.positions, self.masks):
-            g = ideal_code(x, modules)
+        for g, (far, close) in zip(codes, self.masks):
             sq = (g * g).sum(1)
             dg2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * g @ g.T, 0.0)
             kernel = np.exp(-dg2 / (2.0 * self.loss.sigma_g ** 2))
@@ -130,8 +140,9 @@ class LossProbe:
             out.append((sep, inv, -(m * m).sum()))
         return tuple(float(v) for v in np.mean(out, axis=0))
 
-    def total(self, modules):
-        sep, inv, cap = self.parts(modules)
+    def total(self, modules=None, parts=None):
+        """The weighted sum of SPEC §4 for a code (or for given parts)."""
+        sep, inv, cap = self.parts(modules) if parts is None else parts
         c = self.loss
         return c.lambda_sep * sep + c.lambda_inv * inv + c.lambda_cap * cap
 

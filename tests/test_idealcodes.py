@@ -99,3 +99,17 @@ def test_fit_lowers_the_loss_and_keeps_unit_counts():
     assert fit.total < probe.total(start)
     assert fit.modules[0].n_side == 3 and fit.modules[0].weight == 1.0
     assert fit.total == pytest.approx(probe.total(fit.modules))
+
+
+def test_network_parts_match_the_training_loss_on_the_same_batches():
+    from sicref.model import init_params, rollout
+    from sicref.losses import sic_loss
+
+    probe = LossProbe(DATA, LOSS, n_batches=2, seed=1)
+    params = init_params(np.random.default_rng(0), 6, 8)
+    parts = []
+    for b in probe.batches:
+        _, states = rollout(params, b.velocities)
+        _, p = sic_loss(states, b.positions, LOSS)
+        parts.append((p["separation"], p["invariance"], p["capacity"]))
+    np.testing.assert_allclose(probe.network_parts(params), np.mean(parts, 0), rtol=1e-9)
