@@ -111,11 +111,16 @@ def figure(rows, path):
         ax.plot(o["modules"][0]["period"], o["total"], "o", color=line.get_color())
         for m in r["two"]["modules"]:
             ax.plot(m["period"], r["two"]["total"], "*", ms=11, color=line.get_color())
+        for net in r["networks"]:
+            ax.axhline(net["total"], ls=":", lw=1, color=line.get_color())
     ax.set_xscale("log")
+    ticks = [0.25, 0.5, 1.0, 2.0, 3.0]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set_xticks([], minor=True)
     ax.set_xlabel("period of the one module (m)")
     ax.set_ylabel("SIC loss (sep + inv + cap terms)")
-    ax.set_title("one-module codes (curve, best: dot); best two-module code (stars)",
-                 fontsize=9)
+    ax.set_title("one-module codes (curve, best: dot); best two-module code (stars at its "
+                 "two periods);\ntrained networks on the same batches (dotted)", fontsize=9)
     ax.legend(fontsize=7)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
