@@ -10,6 +10,8 @@ a code it did not find by itself, and at what loss. Example (two modules of 64 u
 
     python examples/teach_ideal_code.py --module 0.33 1.0 --module 0.81 1.0 \
         --steps 3000 --out runs/taught2.npz
+
+With --free K the first K units get no target: the taught modules share the others.
 """
 
 import argparse
@@ -29,11 +31,12 @@ from sicref.optim import adamw_init, adamw_update, clip_by_global_norm, plateau_
 from sicref.losses import sic_loss
 
 
-def teacher_loss(params, batch, target0, targets, norm_eps):
+def teacher_loss(params, batch, target0, targets, norm_eps, free=0):
+    """Mean squared distance to the code; the first `free` units have no target."""
     g0, states = rollout_permuted(params, batch.base, batch.perm, norm_eps)
     n = states.shape[-1]
-    d = anp.reshape(states, (-1, n)) - targets
-    return anp.mean(anp.sum(d * d, axis=1)) + anp.sum((g0 - target0) ** 2)
+    d = anp.reshape(states, (-1, n))[:, free:] - targets
+    return anp.mean(anp.sum(d * d, axis=1)) + anp.sum((g0[free:] - target0) ** 2)
 
 
 def main():
@@ -42,6 +45,8 @@ def main():
     p.add_argument("--module", nargs=2, type=float, action="append", required=True,
                    metavar=("PERIOD", "BETA"),
                    help="one ideal module (period in m, field sharpness beta); repeat")
+    p.add_argument("--free", type=int, default=0,
+                   help="leave the first FREE units without a target (the modules share the rest)")
     p.add_argument("--seq-len", type=int, help="training trajectory length (default: preset's)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -56,14 +61,16 @@ def main():
             cfg = replace(cfg, data={"seq_len": a.seq_len})
     except ConfigError as e:
         p.error(str(e))
-    n = cfg.model.n_units
+    if not 0 <= a.free < cfg.model.n_units:
+        p.error(f"--free {a.free}: must be in 0..{cfg.model.n_units - 1}")
+    taught = cfg.model.n_units - a.free
     k = len(a.module)
-    sides = [int(np.sqrt(n // k))] * k
-    if sum(s * s for s in sides) != n:
-        p.error(f"{k} modules of equal square size cannot fill n_units = {n}")
+    sides = [int(np.sqrt(taught // k))] * k
+    if sum(s * s for s in sides) != taught:
+        p.error(f"{k} modules of equal square size cannot fill the {taught} taught units")
     modules = tuple(Module(per, s, beta) for (per, beta), s in zip(a.module, sides))
     rng = np.random.default_rng(a.seed)
-    params = init_params(rng, n, cfg.model.hidden)
+    params = init_params(rng, cfg.model.n_units, cfg.model.hidden)
     opt = adamw_init(params)
     target0 = ideal_code(np.zeros((1, 2)), modules)[0]
     grad = value_and_grad(teacher_loss)
@@ -71,7 +78,7 @@ def main():
     for step in range(1, a.steps + 1):
         batch = sample_batch(rng, cfg.data.batch_size, cfg.data.seq_len, cfg.data.vmax)
         targets = ideal_code(batch.positions.reshape(-1, 2), modules)
-        value, g = grad(params, batch, target0, targets, cfg.model.norm_eps)
+        value, g = grad(params, batch, target0, targets, cfg.model.norm_eps, a.free)
         if not np.isfinite(value):
             raise SystemExit(f"non-finite teacher loss at step {step}")
         g, _ = clip_by_global_norm(g, 1.0)
