@@ -48,7 +48,8 @@ def score_networks(probe, paths, log):
         total = probe.total(parts=parts)
         log(f"  network {path} (step {state['step']}): total {total:.5f} (sep {parts[0]:.4f}, "
             f"inv {parts[1]:.4f}, cap {parts[2]:.4f})")
-        rows.append(dict(checkpoint=path, step=state["step"], total=total, parts=parts))
+        rows.append(dict(checkpoint=path, step=state["step"], total=total, parts=parts,
+                         trained_seq_len=state["config"].data.seq_len))
     return rows
 
 
@@ -95,6 +96,13 @@ def table(rows):
     return "\n".join(out) + "\n"
 
 
+def short_name(path):
+    """The run directory's name for a checkpoint path (or the file's stem)."""
+    parts = [q for q in os.path.normpath(path).split(os.sep)
+             if q not in ("checkpoints", "latest.npz", "tries", "runs", ".")]
+    return parts[-1] if parts else path
+
+
 def figure(rows, path):
     import matplotlib
 
@@ -112,7 +120,15 @@ def figure(rows, path):
         for m in r["two"]["modules"]:
             ax.plot(m["period"], r["two"]["total"], "*", ms=11, color=line.get_color())
         for net in r["networks"]:
+            if net["trained_seq_len"] != r["seq_len"]:
+                continue  # only networks trained at this length
             ax.axhline(net["total"], ls=":", lw=1, color=line.get_color())
+            ax.annotate(short_name(net["checkpoint"]), (1.0, net["total"]),
+                        xycoords=("axes fraction", "data"), fontsize=6, va="bottom",
+                        ha="right", color=line.get_color())
+    fitted = [r for r in rows if "one" in r]
+    if fitted:  # the scan climbs steeply at long periods; keep the minima readable
+        ax.set_ylim(top=max(r["one"]["total"] for r in fitted) + 0.08)
     ax.set_xscale("log")
     ticks = [0.25, 0.5, 1.0, 2.0, 3.0]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
