@@ -1,0 +1,68 @@
+"""Tests for the control experiments of docs/experiments.md section 5:
+examples/free_units.py and examples/teach_ideal_code.py."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sicref.checkpoint import load_checkpoint
+from sicref.config import preset
+from sicref.model import init_params, transition_matrices
+from sicref.train import train
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _example(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_freeing_units_redraws_exactly_their_connections():
+    free = _example("free_units")
+    n = 6
+    params = init_params(np.random.default_rng(0), n, 5)
+    units = free.parse_units("even", n)
+    new = free.free_units(params, units, np.random.default_rng(1))
+    v = np.random.default_rng(2).uniform(-0.15, 0.15, (7, 2))
+    W_old, W_new = transition_matrices(params, v), transition_matrices(new, v)
+    kept = np.setdiff1d(np.arange(n), units)
+    # the kept units' connections among themselves are bit-identical, for any velocity
+    assert np.array_equal(W_old[:, kept][:, :, kept], W_new[:, kept][:, :, kept])
+    # every connection to or from a freed unit is redrawn
+    assert not np.any(W_old[:, units, :] == W_new[:, units, :])
+    assert not np.any(W_old[:, :, units] == W_new[:, :, units])
+    assert np.array_equal(params["g0_raw"][kept], new["g0_raw"][kept])
+    assert not np.any(params["g0_raw"][units] == new["g0_raw"][units])
+    assert params["mlp/W0"] is not new["mlp/W0"] and np.array_equal(params["mlp/W0"],
+                                                                   new["mlp/W0"])
+
+
+def test_unit_lists_are_checked():
+    free = _example("free_units")
+    assert list(free.parse_units("2-4", 6)) == [2, 3, 4]
+    assert list(free.parse_units("odd", 6)) == [1, 3, 5]
+    with pytest.raises(ValueError, match="0..5"):
+        free.parse_units("3,9", 6)
+
+
+def test_a_taught_checkpoint_continues_with_sic(tmp_path, monkeypatch):
+    teach = _example("teach_ideal_code")
+    out = tmp_path / "taught.npz"
+    # tiny preset: 8 units, 4 of them free, one module of 2 x 2
+    monkeypatch.setattr(sys, "argv", ["teach", "--preset", "tiny", "--module", "0.5", "1.0",
+                                      "--free", "4", "--steps", "3", "--out", str(out)])
+    teach.main()
+    state = load_checkpoint(out)
+    assert state["step"] == 0 and state["config"] == preset("tiny")
+    cfg = preset("tiny")
+    run = train(cfg, tmp_path / "run", init_from=str(out), log=lambda *a: None)
+    assert load_checkpoint(tmp_path / "run")["step"] == cfg.train.steps
+    assert run is not None
+    with pytest.raises(SystemExit):  # existing output is never overwritten
+        teach.main()
