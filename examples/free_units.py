@@ -15,9 +15,8 @@ import os
 
 import numpy as np
 
-from sicref.checkpoint import load_checkpoint, save_checkpoint
+from sicref.checkpoint import load_checkpoint, save_start_checkpoint
 from sicref.config import ConfigError, load_config
-from sicref.optim import adamw_init, plateau_init
 
 
 def parse_units(spec, n):
@@ -25,11 +24,15 @@ def parse_units(spec, n):
         return np.arange(0, n, 2)
     if spec == "odd":
         return np.arange(1, n, 2)
-    if "-" in spec:
-        a, b = (int(s) for s in spec.split("-"))
-        units = np.arange(a, b + 1)
-    else:
-        units = np.array([int(s) for s in spec.split(",")])
+    try:
+        if "-" in spec:
+            a, b = (int(s) for s in spec.split("-"))
+            units = np.arange(a, b + 1)
+        else:
+            units = np.array([int(s) for s in spec.split(",")])
+    except ValueError:
+        raise ValueError(f"--units {spec!r}: give 'even', 'odd', 'A-B' or 'i,j,...' "
+                         f"with units in 0..{n - 1}") from None
     if units.size == 0 or units.min() < 0 or units.max() >= n:
         raise ValueError(f"--units {spec!r}: units must lie in 0..{n - 1}")
     return units
@@ -63,16 +66,14 @@ def main():
     a = p.parse_args()
     if os.path.exists(a.out):
         p.error(f"{a.out} exists; choose another --out")
-    state = load_checkpoint(a.source if a.source.endswith(".npz")
-                            else os.path.join(a.source, "checkpoints", "latest.npz"))
+    state = load_checkpoint(a.source)
     try:
         cfg = load_config(a.config) if a.config else state["config"]
         units = parse_units(a.units, len(state["params"]["g0_raw"]))
     except (ConfigError, ValueError) as e:
         p.error(str(e))
     params = free_units(state["params"], units, np.random.default_rng(a.seed))
-    save_checkpoint(a.out, 0, params, adamw_init(params), plateau_init(cfg.optim.lr),
-                    np.random.default_rng(a.seed).bit_generator.state, cfg)
+    save_start_checkpoint(a.out, params, cfg, a.seed)
     print(f"freed {len(units)} units of {a.source}; wrote {a.out}")
 
 

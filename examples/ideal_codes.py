@@ -163,6 +163,10 @@ def main():
                    help="only score the --checkpoint networks")
     p.add_argument("--out", required=True)
     a = p.parse_args()
+    if a.batches < 1 or a.max_evaluations < 1 or a.scan_points < 2:
+        p.error("need --batches >= 1, --max-evaluations >= 1 and --scan-points >= 2")
+    if any(not r > 0 for r in a.ratios):
+        p.error(f"--ratios {a.ratios}: every ratio must be > 0")
     if a.skip_fits and not a.checkpoint:
         p.error("--skip-fits needs --checkpoint")
     if a.batch_size and len(a.batch_size) != len(a.seq_len):

@@ -22,12 +22,12 @@ import autograd.numpy as anp
 import numpy as np
 from autograd import value_and_grad
 
-from sicref.checkpoint import save_checkpoint
+from sicref.checkpoint import save_start_checkpoint
 from sicref.config import ConfigError, preset, replace
 from sicref.data import sample_batch
-from sicref.idealcodes import Module, ideal_code
+from sicref.idealcodes import Module, ideal_code, validate_modules
 from sicref.model import init_params, rollout_permuted
-from sicref.optim import adamw_init, adamw_update, clip_by_global_norm, plateau_init
+from sicref.optim import adamw_init, adamw_update, clip_by_global_norm
 from sicref.losses import sic_loss
 
 
@@ -57,10 +57,12 @@ def main():
         p.error(f"{a.out} exists; choose another --out")
     try:
         cfg = preset(a.preset)
-        if a.seq_len:
+        if a.seq_len is not None:
             cfg = replace(cfg, data={"seq_len": a.seq_len})
     except ConfigError as e:
         p.error(str(e))
+    if a.steps < 1 or not a.lr > 0:
+        p.error(f"--steps {a.steps} must be >= 1 and --lr {a.lr} > 0")
     if not 0 <= a.free < cfg.model.n_units:
         p.error(f"--free {a.free}: must be in 0..{cfg.model.n_units - 1}")
     taught = cfg.model.n_units - a.free
@@ -68,7 +70,11 @@ def main():
     sides = [int(np.sqrt(taught // k))] * k
     if sum(s * s for s in sides) != taught:
         p.error(f"{k} modules of equal square size cannot fill the {taught} taught units")
-    modules = tuple(Module(per, s, beta) for (per, beta), s in zip(a.module, sides))
+    try:
+        modules = validate_modules(Module(per, s, beta)
+                                   for (per, beta), s in zip(a.module, sides))
+    except ValueError as e:
+        p.error(f"--module: {e}")
     rng = np.random.default_rng(a.seed)
     params = init_params(rng, cfg.model.n_units, cfg.model.hidden)
     opt = adamw_init(params)
@@ -91,8 +97,7 @@ def main():
                   f"cap {float(parts['capacity']):.3f}), {step / (time.time() - t0):.1f} steps/s",
                   flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    save_checkpoint(a.out, 0, params, adamw_init(params), plateau_init(cfg.optim.lr),
-                    np.random.default_rng(a.seed).bit_generator.state, cfg)
+    save_start_checkpoint(a.out, params, cfg, a.seed)
     print(f"wrote {a.out}")
 
 

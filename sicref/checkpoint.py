@@ -109,6 +109,16 @@ def save_checkpoint(path, step, params, opt_state, plateau_state, rng_state, con
     atomic_savez(path, arrays)
 
 
+def save_start_checkpoint(path, params, config, seed=0):
+    """A step-0 checkpoint of given parameters (fresh AdamW moments and plateau state, the
+    generator of `seed`): a network made outside training, for `sicref evaluate` and
+    `sicref train --init-from`."""
+    from .optim import adamw_init, plateau_init
+
+    save_checkpoint(path, 0, params, adamw_init(params), plateau_init(config.optim.lr),
+                    np.random.default_rng(seed).bit_generator.state, config)
+
+
 def initial_schedule():
     return {"stage": 1, "switch_step": None, "confirmed": False, "gave_up_step": None}
 

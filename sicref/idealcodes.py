@@ -14,8 +14,9 @@ scaled by a weight, concatenated and divided by its norm: non-negative and unit-
 the network's states (SPEC §3.2).
 
 `LossProbe` draws a fixed set of training batches (SPEC §2) and scores any code by the
-losses of SPEC §4 on their positions, as if the network had produced that code at every
-step (path invariance is then exact up to the pairs closer than sigma_x). `fit_code`
+losses of SPEC §4 (the terms of sicref.losses) on their positions, as if the network had
+produced that code at every step: an ideal code depends on position only, so its
+invariance term measures only how much it changes within sigma_x. `fit_code`
 finds a code's best periods and field shapes by Nelder-Mead with those batches held
 fixed, so that two codes are compared on the same points.
 """
@@ -26,6 +27,9 @@ import numpy as np
 from scipy.optimize import minimize
 
 from sicref.data import sample_batch
+from sicref.losses import (capacity_loss, invariance_term, neural_sq_distances, pair_masks,
+                           separation_term)
+from sicref.model import rollout_permuted
 
 WAVE_ANGLES = np.deg2rad([90.0, 150.0, 210.0])
 
@@ -104,16 +108,10 @@ class LossProbe:
             raise ValueError(f"n_batches = {n_batches}; must be >= 1")
         self.loss = loss
         rng = np.random.default_rng(seed)
-        self.batches, self.positions, self.masks = [], [], []
-        for _ in range(n_batches):
-            batch = sample_batch(rng, data.batch_size, data.seq_len, data.vmax)
-            x = batch.positions.reshape(-1, 2)
-            self.batches.append(batch)
-            dx = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
-            close = dx < loss.sigma_x
-            np.fill_diagonal(close, False)
-            self.positions.append(x)
-            self.masks.append((dx > loss.sigma_x, close))
+        self.batches = [sample_batch(rng, data.batch_size, data.seq_len, data.vmax)
+                        for _ in range(n_batches)]
+        self.positions = [b.positions.reshape(-1, 2) for b in self.batches]
+        self.masks = [pair_masks(x, loss.sigma_x) for x in self.positions]
 
     def parts(self, modules):
         """Mean over the batches of (separation, invariance, capacity)."""
@@ -121,8 +119,6 @@ class LossProbe:
 
     def network_parts(self, params, norm_eps=1e-8):
         """The same for a network's states on the same batches (SPEC §3)."""
-        from sicref.model import rollout_permuted
-
         n = len(params["g0_raw"])
         return self._parts(rollout_permuted(params, b.base, b.perm, norm_eps)[1].reshape(-1, n)
                            for b in self.batches)
@@ -130,14 +126,9 @@ class LossProbe:
     def _parts(self, codes):
         out = []
         for g, (far, close) in zip(codes, self.masks):
-            sq = (g * g).sum(1)
-            dg2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * g @ g.T, 0.0)
-            kernel = np.exp(-dg2 / (2.0 * self.loss.sigma_g ** 2))
-            n_far, n_close = far.sum(), close.sum()
-            sep = (kernel * far).sum() / n_far if n_far else 0.0
-            inv = (dg2 * close).sum() / n_close if n_close else 0.0
-            m = g.mean(0)
-            out.append((sep, inv, -(m * m).sum()))
+            dg2 = neural_sq_distances(g)
+            out.append((separation_term(dg2, far, self.loss.sigma_g),
+                        invariance_term(dg2, close), capacity_loss(g)))
         return tuple(float(v) for v in np.mean(out, axis=0))
 
     def total(self, modules=None, parts=None):

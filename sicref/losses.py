@@ -44,18 +44,27 @@ def _reduce(total, count, reduction):
     return total / count if count > 0 else 0.0 * total
 
 
-def separation_loss(g, x, sigma_x, sigma_g, reduction="mean"):
-    """SPEC §4: separation, exp(-dg2 / (2 sigma_g^2)) over pairs with dx > sigma_x."""
-    far, _ = pair_masks(x, sigma_x)
-    kernel = np.exp(-neural_sq_distances(g) / (2.0 * sigma_g ** 2))
+def separation_term(dg2, far, sigma_g, reduction="mean"):
+    """SPEC §4: separation, exp(-dg2 / (2 sigma_g^2)) over the pairs marked `far`."""
+    kernel = np.exp(-dg2 / (2.0 * sigma_g ** 2))
     return _reduce(np.sum(kernel * far), onp.count_nonzero(far), reduction)
 
 
+def invariance_term(dg2, close, reduction="mean"):
+    """SPEC §4: path invariance, dg2 over the pairs marked `close`."""
+    return _reduce(np.sum(dg2 * close), onp.count_nonzero(close), reduction)
+
+
+def separation_loss(g, x, sigma_x, sigma_g, reduction="mean"):
+    """SPEC §4: separation over pairs with dx > sigma_x."""
+    far, _ = pair_masks(x, sigma_x)
+    return separation_term(neural_sq_distances(g), far, sigma_g, reduction)
+
+
 def invariance_loss(g, x, sigma_x, reduction="mean"):
-    """SPEC §4: path invariance, dg2 over pairs with dx < sigma_x, i != j."""
+    """SPEC §4: path invariance over pairs with dx < sigma_x, i != j."""
     _, close = pair_masks(x, sigma_x)
-    return _reduce(np.sum(neural_sq_distances(g) * close), onp.count_nonzero(close),
-                   reduction)
+    return invariance_term(neural_sq_distances(g), close, reduction)
 
 
 def capacity_loss(g):

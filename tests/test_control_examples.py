@@ -66,3 +66,35 @@ def test_a_taught_checkpoint_continues_with_sic(tmp_path, monkeypatch):
     assert run is not None
     with pytest.raises(SystemExit):  # existing output is never overwritten
         teach.main()
+
+
+def test_teacher_loss_is_the_mean_squared_distance_to_the_targets():
+    teach = _example("teach_ideal_code")
+    from sicref.data import sample_batch
+    from sicref.model import rollout_permuted
+
+    params = init_params(np.random.default_rng(0), 5, 6)
+    batch = sample_batch(np.random.default_rng(1), 3, 4)
+    g0, states = rollout_permuted(params, batch.base, batch.perm)
+    own = states.reshape(-1, 5)
+    # the network's own states as targets: zero; free units never enter
+    assert teach.teacher_loss(params, batch, g0, own, 1e-8) == 0.0
+    assert teach.teacher_loss(params, batch, g0[2:], own[:, 2:], 1e-8,
+                              free=2) == 0.0
+    # every target moved by 0.1 in each of the 3 taught units, g0's target by 0.2 in each:
+    # 3 * 0.01 per state (mean over states) + 3 * 0.04 for g0
+    value = teach.teacher_loss(params, batch, g0[2:] + 0.2, own[:, 2:] + 0.1, 1e-8, free=2)
+    assert value == pytest.approx(3 * 0.01 + 3 * 0.04, rel=1e-12)
+
+
+def test_a_start_checkpoint_holds_the_parameters_at_step_zero(tmp_path):
+    from sicref.checkpoint import save_start_checkpoint
+
+    cfg = preset("tiny")
+    params = init_params(np.random.default_rng(3), cfg.model.n_units, cfg.model.hidden)
+    save_start_checkpoint(tmp_path / "s.npz", params, cfg, seed=4)
+    state = load_checkpoint(tmp_path / "s.npz")
+    assert state["step"] == 0 and state["config"] == cfg
+    assert all(np.array_equal(state["params"][k], params[k]) for k in params)
+    assert state["opt_state"]["t"] == 0
+    assert all(not state["opt_state"]["m"][k].any() for k in params)
