@@ -14,6 +14,7 @@ import numpy as np
 from .checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
 from .data import sample_batch
 from .gridness import GRID_THRESHOLD, find_modules, grid_scores, ratemaps, spatial_coherence
+from .lattice import spectral_period
 from .losses import neural_sq_distances
 from .model import rollout
 from .modules import drop_small_modules, module_min_size
@@ -33,6 +34,12 @@ MIN_COHERENCE = 0.5
 # has a share of START_STEPS / walk length (0.05 for the default 400-step walks).
 START_STEPS = 20
 MAX_START_SHARE = 0.25
+# SPEC §7.5 cross-check: a grid unit whose SAC period (six nearest peaks) and spectral
+# period (power-spectrum peak) differ by more than this relative amount is reported.
+# A coarse lattice that carries a faint copy of a finer one has SAC peaks at the fine
+# spacing and its spectral peak at the coarse one (docs/analysis.md). Such units are
+# left out of the clustering only when ModuleRule.max_period_mismatch asks for it.
+PERIOD_MISMATCH = 0.2
 
 
 @dataclass(frozen=True)
@@ -41,11 +48,14 @@ class ModuleRule:
     leaves this open; our choice): grid units with spatial coherence >= min_coherence
     and a start share (start_share) <= max_start_share are clustered by period; a
     module counts when it holds min_fraction of them (at least 3). min_coherence 0,
-    max_start_share 1 and min_fraction 0 give find_modules on every grid unit."""
+    max_start_share 1 and min_fraction 0 give find_modules on every grid unit.
+    max_period_mismatch (None: off, the default) also leaves out the grid units whose
+    SAC and spectral periods differ by more than that relative amount."""
 
     min_fraction: float = MIN_MODULE_FRACTION
     min_coherence: float = MIN_COHERENCE
     max_start_share: float = MAX_START_SHARE
+    max_period_mismatch: float = None
 
     def __post_init__(self):
         if not 0 <= self.min_fraction < 1:
@@ -57,6 +67,10 @@ class ModuleRule:
         if not 0 < self.max_start_share <= 1:
             raise ValueError(f"max start share (--max-start-share) must be in (0, 1], "
                              f"got {self.max_start_share}")
+        m = self.max_period_mismatch
+        if m is not None and not (m > 0 and np.isfinite(m)):
+            raise ValueError(f"max period mismatch (--max-period-mismatch) must be a "
+                             f"finite number > 0, got {m}")
 
     def coherent(self, coherence):
         """Units whose ratemap coherence passes (NaN fails)."""
@@ -65,6 +79,21 @@ class ModuleRule:
     def settled(self, start):
         """Units not active mostly at the walks' start (NaN, a silent unit, passes)."""
         return np.nan_to_num(start, nan=0.0) <= self.max_start_share
+
+    def period_checked(self, period, spectral):
+        """Units whose periods pass the SPEC §7.5 cross-check (every unit when off)."""
+        if self.max_period_mismatch is None:
+            return np.ones(np.shape(period), bool)
+        return ~period_mismatch(period, spectral, self.max_period_mismatch)
+
+
+def period_mismatch(period, spectral, tolerance=PERIOD_MISMATCH):
+    """SPEC §7.5 cross-check: True where |spectral / SAC period - 1| > tolerance, or
+    where either period is undefined (NaN)."""
+    period, spectral = np.asarray(period, float), np.asarray(spectral, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = spectral / period
+    return ~(np.abs(ratio - 1) <= tolerance)
 
 
 @dataclass(frozen=True)
@@ -172,16 +201,21 @@ def start_share(states, start_steps=START_STEPS):
 
 
 def assign_modules(period_m, is_grid, coherence, min_ratio=1.2, rule=ModuleRule(),
-                   start=None):
+                   start=None, spectral_m=None):
     """SPEC §7.6 with our rule (ModuleRule): module labels (-1: none) of every unit.
 
-    start: each unit's start_share (None: every unit passes that test). Returns
+    start: each unit's start_share (None: every unit passes that test); spectral_m:
+    each unit's spectral period (needed when rule.max_period_mismatch is set). Returns
     (labels, module periods, left-out groups as (periods, sizes), min_size, clustered)
     where clustered marks the grid units that passed the coherence and start tests.
     Groups smaller than min_size are not counted; their units keep no module label."""
     clustered = is_grid & rule.coherent(coherence)
     if start is not None:
         clustered &= rule.settled(start)
+    if rule.max_period_mismatch is not None:
+        if spectral_m is None:
+            raise ValueError("assign_modules: max_period_mismatch needs spectral_m")
+        clustered &= rule.period_checked(period_m, spectral_m)
     labels = np.full(len(is_grid), -1)
     min_size = module_min_size(int(clustered.sum()), rule.min_fraction)
     module_periods = np.array([])
@@ -211,9 +245,13 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
     is_grid = np.nan_to_num(scores.score60, nan=-np.inf) > threshold
     coherence = spatial_coherence(maps)
     start = start_share(states)
+    spectral_m = spectral_period(maps) * bin_m
     labels, module_periods, left_out, min_size, clustered = assign_modules(
-        period_m, is_grid, coherence, min_ratio, modules, start)
+        period_m, is_grid, coherence, min_ratio, modules, start, spectral_m)
     coherent = modules.coherent(coherence)
+    tolerance = (PERIOD_MISMATCH if modules.max_period_mismatch is None
+                 else modules.max_period_mismatch)
+    mismatched = is_grid & period_mismatch(period_m, spectral_m, tolerance)
     active = np.isfinite(scores.score60)
     summary = {
         "arena_size": arena_size,
@@ -233,13 +271,19 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
                     "incoherent": int(np.sum(is_grid & ~coherent)),
                     "max_start_share": modules.max_start_share,
                     "start_steps": START_STEPS,
-                    "start_dominated": int(np.sum(is_grid & coherent & ~clustered)),
+                    "start_dominated": int(np.sum(is_grid & coherent
+                                                  & ~modules.settled(start))),
+                    "period_mismatch": {"tolerance": tolerance,
+                                        "grid_units": int(mismatched.sum()),
+                                        "excluded": modules.max_period_mismatch
+                                        is not None},
                     "left_out": {"periods": [float(p) for p in left_out[0]],
                                  "sizes": [int(n) for n in left_out[1]]}},
-        "units": [_unit_record(i, scores, period_m, labels, coherence, start)
-                  for i in range(len(maps))],
+        "units": [_unit_record(i, scores, period_m, spectral_m, labels, coherence,
+                               start) for i in range(len(maps))],
     }
-    arrays = {"ratemaps": maps, "scores": scores, "period_m": period_m, "labels": labels,
+    arrays = {"ratemaps": maps, "scores": scores, "period_m": period_m,
+              "spectral_period_m": spectral_m, "labels": labels,
               "is_grid": is_grid, "coherence": coherence, "start_share": start,
               "states": states, "positions": positions}
     return summary, arrays
@@ -258,13 +302,14 @@ def _nanmedian(a):
     return float(np.median(a)) if len(a) else float("nan")
 
 
-def _unit_record(i, scores, period_m, labels, coherence, start):
+def _unit_record(i, scores, period_m, spectral_m, labels, coherence, start):
     def num(x):
         return None if not np.isfinite(x) else float(x)
 
     return {"unit": i, "score60": num(scores.score60[i]),
             "score60_mean": num(scores.score60_mean[i]), "score90": num(scores.score90[i]),
-            "period_m": num(period_m[i]), "orientation": num(scores.orientation[i]),
+            "period_m": num(period_m[i]), "spectral_period_m": num(spectral_m[i]),
+            "orientation": num(scores.orientation[i]),
             "coherence": num(coherence[i]), "start_share": num(start[i]),
             "module": int(labels[i])}
 
@@ -408,6 +453,11 @@ def headline(summary):
         if m.get("start_dominated"):
             note += (f"; {m['start_dominated']} grid unit(s) active mostly in the walks' "
                      f"first {m['start_steps']} steps not clustered")
+        mismatch = m.get("period_mismatch", {})
+        if mismatch.get("grid_units"):
+            note += (f"; {mismatch['grid_units']} grid unit(s) whose SAC and spectral "
+                     f"periods differ by more than {mismatch['tolerance']:.0%}"
+                     + (" not clustered" if mismatch["excluded"] else ""))
         lines.append(f"{key}: grid units {s['grid_fraction']:.0%} (score60 > "
                      f"{s['grid_threshold']}), hexagonal {s['hexagonal_fraction']:.0%}, "
                      f"modules {len(m['periods'])} (periods m: {periods}{note}), "
@@ -445,6 +495,10 @@ def add_evaluate_commands(sub):
                    help="cluster into modules only the grid units with at most this "
                    f"share of their activity in the walks' first {START_STEPS} steps; "
                    "default %(default)s, 1 clusters every grid unit")
+    p.add_argument("--max-period-mismatch", type=float, default=None, metavar="R",
+                   help="cluster into modules only the grid units whose SAC period and "
+                   "spectral period (SPEC §7.5) differ by at most this relative amount, "
+                   "e.g. 0.2; default: off (the mismatches are reported either way)")
     add_threads_arg(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -457,7 +511,7 @@ def _cmd_evaluate(args):
     if args.bin_size is not None and args.bin_size <= 0:
         raise ValueError(f"--bin-size must be > 0 metres, got {args.bin_size}")
     modules = ModuleRule(args.min_module_fraction, args.min_coherence,
-                         args.max_start_share)  # checks ranges
+                         args.max_start_share, args.max_period_mismatch)  # checks ranges
     evaluate_run(args.source, args.out, tuple(args.arena), args.nbins, args.seed,
                  args.overwrite, bin_size=args.bin_size,
                  modules=modules)

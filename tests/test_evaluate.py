@@ -276,3 +276,61 @@ def test_sweep_threads_option_is_per_run_not_a_reexecution(monkeypatch):
                                           "train.steps=1", "--out", "x", "--threads", "2"])
     cli.reexec_for_threads(args, [])  # returns without re-executing
     assert args.threads == 2
+
+
+def _narrow_fields(period_bins, n=64, phase=(0.0, 0.0), angle=0.0, level=2.0):
+    """Small round fields on a hexagonal lattice: the three waves' sum above `level`."""
+    y, x = np.mgrid[0:n, 0:n].astype(float)
+    k = 4 * np.pi / (np.sqrt(3) * period_bins)
+    waves = sum(np.cos(k * (np.cos(a) * (x - phase[0]) + np.sin(a) * (y - phase[1])))
+                for a in angle + np.radians([0, 60, 120]))
+    return np.maximum(waves - level, 0)
+
+
+def test_the_spectral_cross_check_catches_a_coarse_lattice_with_a_faint_fine_copy():
+    """SPEC §7.5: a coarse lattice of small fields carrying a faint copy of a lattice
+    three times finer has its six nearest SAC peaks at the fine spacing, while its power
+    spectrum peaks at the coarse one. The mismatch is reported, and with
+    max_period_mismatch such units stay out of the fine module."""
+    from sicref.evaluate import ModuleRule, assign_modules, period_mismatch
+    from sicref.gridness import grid_scores, spatial_coherence
+    from sicref.lattice import spectral_period
+    rng = np.random.default_rng(5)
+    fine = [_lattice_map(5.0, n=64, phase=rng.uniform(0, 5, 2), angle=0.1)
+            for _ in range(12)]
+    coarse = [_narrow_fields(15.0, phase=rng.uniform(0, 15, 2)) for _ in range(16)]
+    copies = [_narrow_fields(15.0, phase=rng.uniform(0, 15, 2))
+              + 0.1 * _lattice_map(5.0, n=64, phase=rng.uniform(0, 5, 2), angle=0.1)
+              for _ in range(6)]
+    maps = np.array(fine + coarse + copies)
+    scores = grid_scores(maps)
+    bin_m = 0.05
+    period_m, spectral_m = scores.period * bin_m, spectral_period(maps) * bin_m
+    is_grid = scores.score60 > 0.3
+    assert is_grid.all()
+    # the six nearest SAC peaks see the fine copy; the spectrum sees the coarse lattice
+    np.testing.assert_allclose(period_m[28:], 0.25, rtol=0.1)
+    np.testing.assert_allclose(spectral_m[12:], 0.75, rtol=0.1)
+    mismatch = period_mismatch(period_m, spectral_m)
+    assert np.array_equal(np.flatnonzero(mismatch), np.arange(28, 34))
+    assert period_mismatch(1.0, 1.2) == False and period_mismatch(1.0, 1.21) == True  # noqa: E712
+    assert period_mismatch(np.nan, 1.0) and period_mismatch(1.0, np.nan)
+    coherence = spatial_coherence(maps)
+    labels, periods, *_ = assign_modules(period_m, is_grid, coherence)
+    assert [np.sum(labels == k) for k in range(2)] == [18, 16]  # copies in the fine one
+    rule = ModuleRule(max_period_mismatch=0.2)
+    labels, periods, _, _, clustered = assign_modules(period_m, is_grid, coherence,
+                                                      rule=rule, spectral_m=spectral_m)
+    assert [np.sum(labels == k) for k in range(2)] == [12, 16]
+    assert np.all(labels[28:] == -1) and clustered.sum() == 28
+    np.testing.assert_allclose(periods, [0.25, 0.75], rtol=0.1)
+    with pytest.raises(ValueError, match="needs spectral_m"):
+        assign_modules(period_m, is_grid, coherence, rule=rule)
+
+
+def test_module_rule_refuses_a_bad_period_mismatch():
+    from sicref.evaluate import ModuleRule
+    for bad in (0.0, -0.2, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="max period mismatch"):
+            ModuleRule(max_period_mismatch=bad)
+    assert ModuleRule(max_period_mismatch=0.2).max_period_mismatch == 0.2
