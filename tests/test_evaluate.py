@@ -55,13 +55,15 @@ def test_evaluate_writes_every_file(tmp_path):
     a = s["arenas"]["2m"]
     assert len(a["units"]) == 8 and 0 <= a["grid_fraction"] <= 1
     assert {"score60", "score60_mean", "score90", "period_m", "orientation",
-            "coherence", "start_share", "module"} <= set(a["units"][0])
+            "coherence", "start_share", "module", "spectral_period_m"} <= set(a["units"][0])
     assert 0 < a["coverage"] <= 1
     m = a["modules"]
     assert m["min_size"] >= 3 and set(m["left_out"]) == {"periods", "sizes"}
     assert m["min_coherence"] == 0.5 and 0 <= m["incoherent"] <= 8
     assert m["max_start_share"] == 0.25 and 0 <= m["start_dominated"] <= 8
     assert all(n >= m["min_size"] for n in m["sizes"])
+    assert m["period_mismatch"]["tolerance"] == 0.2 and not m["period_mismatch"]["excluded"]
+    assert 0 <= m["period_mismatch"]["grid_units"] <= 8
     assert "relative" in s["path_invariance"] and s["distance_curve"]["neural"]
     # the output directory is not overwritten silently
     assert main(["evaluate", str(run), "--out", str(out)]) == 2
@@ -77,6 +79,16 @@ def test_evaluate_writes_every_file(tmp_path):
     assert main(["evaluate", str(run), "--max-start-share", "0",
                  "--out", str(tmp_path / "eval4")]) == 2
     assert not (tmp_path / "eval4").exists()
+    # and a maximum period mismatch that is not > 0
+    assert main(["evaluate", str(run), "--max-period-mismatch", "-0.1",
+                 "--out", str(tmp_path / "eval5")]) == 2
+    assert not (tmp_path / "eval5").exists()
+    # with it, the summary records its tolerance and that the rule was applied
+    assert main(["evaluate", str(run), "--arena", "2", "--nbins", "16",
+                 "--max-period-mismatch", "0.3", "--out", str(tmp_path / "eval6")]) == 0
+    m6 = json.loads((tmp_path / "eval6" / "summary.json").read_text())["arenas"]["2m"]
+    assert m6["modules"]["period_mismatch"]["tolerance"] == 0.3
+    assert m6["modules"]["period_mismatch"]["excluded"]
 
 
 def test_sweep_designs():
