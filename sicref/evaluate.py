@@ -207,7 +207,8 @@ def assign_modules(period_m, is_grid, coherence, min_ratio=1.2, rule=ModuleRule(
     start: each unit's start_share (None: every unit passes that test); spectral_m:
     each unit's spectral period (needed when rule.max_period_mismatch is set). Returns
     (labels, module periods, left-out groups as (periods, sizes), min_size, clustered)
-    where clustered marks the grid units that passed the coherence and start tests.
+    where clustered marks the grid units that passed the coherence, start and (when
+    asked) period tests.
     Groups smaller than min_size are not counted; their units keep no module label."""
     clustered = is_grid & rule.coherent(coherence)
     if start is not None:
