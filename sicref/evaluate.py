@@ -55,7 +55,7 @@ class ModuleRule:
     min_fraction: float = MIN_MODULE_FRACTION
     min_coherence: float = MIN_COHERENCE
     max_start_share: float = MAX_START_SHARE
-    max_period_mismatch: float = None
+    max_period_mismatch: float | None = None
 
     def __post_init__(self):
         if not 0 <= self.min_fraction < 1:
@@ -80,11 +80,11 @@ class ModuleRule:
         """Units not active mostly at the walks' start (NaN, a silent unit, passes)."""
         return np.nan_to_num(start, nan=0.0) <= self.max_start_share
 
-    def period_checked(self, period, spectral):
-        """Units whose periods pass the SPEC §7.5 cross-check (every unit when off)."""
-        if self.max_period_mismatch is None:
-            return np.ones(np.shape(period), bool)
-        return ~period_mismatch(period, spectral, self.max_period_mismatch)
+    @property
+    def period_tolerance(self):
+        """The tolerance mismatches are counted at: the rule's, else PERIOD_MISMATCH."""
+        m = self.max_period_mismatch
+        return PERIOD_MISMATCH if m is None else m
 
 
 def period_mismatch(period, spectral, tolerance=PERIOD_MISMATCH):
@@ -216,7 +216,7 @@ def assign_modules(period_m, is_grid, coherence, min_ratio=1.2, rule=ModuleRule(
     if rule.max_period_mismatch is not None:
         if spectral_m is None:
             raise ValueError("assign_modules: max_period_mismatch needs spectral_m")
-        clustered &= rule.period_checked(period_m, spectral_m)
+        clustered &= ~period_mismatch(period_m, spectral_m, rule.max_period_mismatch)
     labels = np.full(len(is_grid), -1)
     min_size = module_min_size(int(clustered.sum()), rule.min_fraction)
     module_periods = np.array([])
@@ -250,9 +250,7 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
     labels, module_periods, left_out, min_size, clustered = assign_modules(
         period_m, is_grid, coherence, min_ratio, modules, start, spectral_m)
     coherent = modules.coherent(coherence)
-    tolerance = (PERIOD_MISMATCH if modules.max_period_mismatch is None
-                 else modules.max_period_mismatch)
-    mismatched = is_grid & period_mismatch(period_m, spectral_m, tolerance)
+    mismatched = is_grid & period_mismatch(period_m, spectral_m, modules.period_tolerance)
     active = np.isfinite(scores.score60)
     summary = {
         "arena_size": arena_size,
@@ -274,7 +272,7 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
                     "start_steps": START_STEPS,
                     "start_dominated": int(np.sum(is_grid & coherent
                                                   & ~modules.settled(start))),
-                    "period_mismatch": {"tolerance": tolerance,
+                    "period_mismatch": {"tolerance": modules.period_tolerance,
                                         "grid_units": int(mismatched.sum()),
                                         "excluded": modules.max_period_mismatch
                                         is not None},

@@ -325,7 +325,7 @@ def test_the_spectral_cross_check_catches_a_coarse_lattice_with_a_faint_fine_cop
     np.testing.assert_allclose(spectral_m[12:], 0.75, rtol=0.1)
     mismatch = period_mismatch(period_m, spectral_m)
     assert np.array_equal(np.flatnonzero(mismatch), np.arange(28, 34))
-    assert period_mismatch(1.0, 1.2) == False and period_mismatch(1.0, 1.21) == True  # noqa: E712
+    assert not period_mismatch(1.0, 1.2) and period_mismatch(1.0, 1.21)
     assert period_mismatch(np.nan, 1.0) and period_mismatch(1.0, np.nan)
     coherence = spatial_coherence(maps)
     labels, periods, *_ = assign_modules(period_m, is_grid, coherence)
