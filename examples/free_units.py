@@ -8,9 +8,16 @@ result is a sicref checkpoint (step 0, fresh AdamW state, the source's config un
 --config) for `sicref train --init-from`. Example, every other unit of a run freed:
 
     python examples/free_units.py runs/long_T60 --units even --out runs/freed.npz
+
+or every unit outside the modules that `sicref evaluate` (or `sicref run`) found in its
+2 m arena:
+
+    python examples/free_units.py runs/main0/tries/try1_seed1000 \
+        --units outside:runs/main0/evaluation/summary.json --out runs/freed.npz
 """
 
 import argparse
+import json
 import os
 
 import numpy as np
@@ -19,7 +26,33 @@ from sicref.checkpoint import load_checkpoint, save_start_checkpoint
 from sicref.config import ConfigError, load_config
 
 
-def parse_units(spec, n):
+def units_outside_modules(summary_path, n, step=None, arena="2m"):
+    """The units that a `sicref evaluate` summary.json puts in no module in `arena`.
+
+    n: the network's unit count; step (if given): the checkpoint's step, which must be
+    the step the summary evaluated."""
+    where = f"--units outside:{summary_path}"
+    try:
+        with open(summary_path) as f:
+            summary = json.load(f)
+        labels = np.array([r["module"] for r in summary["arenas"][arena]["units"]])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{where}: not an evaluation summary with a {arena} arena "
+                         f"({type(e).__name__}: {e})") from None
+    if len(labels) != n:
+        raise ValueError(f"{where}: the summary has {len(labels)} units, the network {n}")
+    if step is not None and summary.get("step") != step:
+        raise ValueError(f"{where}: the summary evaluated step {summary.get('step')}, "
+                         f"the checkpoint is at step {step}")
+    units = np.flatnonzero(labels < 0)
+    if units.size == 0:
+        raise ValueError(f"{where}: every unit is in a module; nothing to free")
+    return units
+
+
+def parse_units(spec, n, step=None):
+    if spec.startswith("outside:"):
+        return units_outside_modules(spec[len("outside:"):], n, step)
     if spec == "even":
         return np.arange(0, n, 2)
     if spec == "odd":
@@ -31,8 +64,8 @@ def parse_units(spec, n):
         else:
             units = np.array([int(s) for s in spec.split(",")])
     except ValueError:
-        raise ValueError(f"--units {spec!r}: give 'even', 'odd', 'A-B' or 'i,j,...' "
-                         f"with units in 0..{n - 1}") from None
+        raise ValueError(f"--units {spec!r}: give 'even', 'odd', 'A-B', 'i,j,...' "
+                         f"with units in 0..{n - 1}, or 'outside:SUMMARY.json'") from None
     if units.size == 0 or units.min() < 0 or units.max() >= n:
         raise ValueError(f"--units {spec!r}: units must lie in 0..{n - 1}")
     return units
@@ -59,7 +92,9 @@ def free_units(params, units, rng):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("source", help="run directory or checkpoint")
-    p.add_argument("--units", required=True, help="'even', 'odd', 'A-B' or 'i,j,...'")
+    p.add_argument("--units", required=True,
+                   help="'even', 'odd', 'A-B', 'i,j,...', or 'outside:SUMMARY.json' (every "
+                   "unit in no module of the summary's 2 m arena)")
     p.add_argument("--config", help="config for the written checkpoint (default: source's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="checkpoint file to write (.npz)")
@@ -69,7 +104,7 @@ def main():
     state = load_checkpoint(a.source)
     try:
         cfg = load_config(a.config) if a.config else state["config"]
-        units = parse_units(a.units, len(state["params"]["g0_raw"]))
+        units = parse_units(a.units, len(state["params"]["g0_raw"]), state["step"])
     except (ConfigError, ValueError) as e:
         p.error(str(e))
     params = free_units(state["params"], units, np.random.default_rng(a.seed))

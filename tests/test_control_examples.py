@@ -2,6 +2,7 @@
 examples/free_units.py and examples/teach_ideal_code.py."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -49,6 +50,25 @@ def test_unit_lists_are_checked():
     assert list(free.parse_units("odd", 6)) == [1, 3, 5]
     with pytest.raises(ValueError, match="0..5"):
         free.parse_units("3,9", 6)
+
+
+def test_units_outside_modules_come_from_an_evaluation_summary(tmp_path):
+    free = _example("free_units")
+    labels = [0, -1, 1, -1, 0, -1]
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"step": 7, "arenas": {"2m": {"units": [
+        {"unit": i, "module": m} for i, m in enumerate(labels)]}}}))
+    assert list(free.parse_units(f"outside:{path}", 6, step=7)) == [1, 3, 5]
+    with pytest.raises(ValueError, match="the summary has 6 units, the network 8"):
+        free.parse_units(f"outside:{path}", 8)
+    with pytest.raises(ValueError, match="evaluated step 7, the checkpoint is at step 9"):
+        free.parse_units(f"outside:{path}", 6, step=9)
+    with pytest.raises(ValueError, match="not an evaluation summary"):
+        free.parse_units(f"outside:{tmp_path / 'missing.json'}", 6)
+    path.write_text(json.dumps({"step": 7, "arenas": {"2m": {"units": [
+        {"unit": i, "module": 0} for i in range(6)]}}}))
+    with pytest.raises(ValueError, match="nothing to free"):
+        free.parse_units(f"outside:{path}", 6)
 
 
 def test_a_taught_checkpoint_continues_with_sic(tmp_path, monkeypatch):
