@@ -417,11 +417,11 @@ def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
 
 
 def write_over_training(run_dir, out, arena_size=2.0, nbins=32, seed=0, log=print,
-                        modules=ModuleRule()):
+                        modules=ModuleRule(), walk=WalkConfig(n_walks=100)):
     """gridness_over_training, saved as over_training.json and over_training.png."""
     from .plots import over_training_plot
 
-    rows = gridness_over_training(run_dir, arena_size, nbins, seed, log=log,
+    rows = gridness_over_training(run_dir, arena_size, nbins, seed, walk, log=log,
                                   modules=modules)
     atomic_write_text(os.path.join(out, "over_training.json"), json.dumps(rows, indent=1))
     over_training_plot(rows, arena_size, out, "over_training.png")
@@ -480,8 +480,14 @@ def add_evaluate_commands(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--walks", type=int, default=WalkConfig.n_walks, metavar="W",
+                   help="evaluation walks per arena (SPEC §7.1); default %(default)s")
+    p.add_argument("--walk-steps", type=int, default=WalkConfig.n_steps, metavar="S",
+                   help="steps per walk; default %(default)s. Shorter walks test the "
+                   "code over shorter stretches of path integration (docs/analysis.md)")
     p.add_argument("--over-training", action="store_true",
-                   help="also score every checkpoint of RUN_DIR in the first arena")
+                   help="also score every checkpoint of RUN_DIR in the first arena "
+                   "(half as many walks, of --walk-steps steps)")
     p.add_argument("--min-module-fraction", type=float, default=MIN_MODULE_FRACTION,
                    metavar="F", help="count a module only if it holds this fraction of "
                    "the grid units (and at least 3); default %(default)s, 0 counts "
@@ -509,14 +515,22 @@ def _cmd_evaluate(args):
         raise ValueError(f"--nbins must be >= 4, got {args.nbins}")
     if args.bin_size is not None and args.bin_size <= 0:
         raise ValueError(f"--bin-size must be > 0 metres, got {args.bin_size}")
+    if args.walks < 2:
+        raise ValueError(f"--walks must be >= 2, got {args.walks}")
+    if args.walk_steps <= START_STEPS:
+        raise ValueError(f"--walk-steps must be > {START_STEPS} (the start-share window "
+                         f"of the module rule), got {args.walk_steps}")
     modules = ModuleRule(args.min_module_fraction, args.min_coherence,
                          args.max_start_share, args.max_period_mismatch)  # checks ranges
+    if args.over_training and not os.path.isdir(args.source):
+        raise ValueError("--over-training needs a run directory, not a checkpoint")
     evaluate_run(args.source, args.out, tuple(args.arena), args.nbins, args.seed,
                  args.overwrite, bin_size=args.bin_size,
+                 walk=WalkConfig(n_walks=args.walks, n_steps=args.walk_steps),
                  modules=modules)
     if args.over_training:
-        if not os.path.isdir(args.source):
-            raise ValueError("--over-training needs a run directory, not a checkpoint")
         write_over_training(args.source, args.out, args.arena[0], args.nbins, args.seed,
-                            modules=modules)
+                            modules=modules,
+                            walk=WalkConfig(n_walks=args.walks // 2,
+                                            n_steps=args.walk_steps))
     return 0

@@ -142,6 +142,23 @@ def test_gridness_over_training_scores_every_checkpoint(tmp_path):
     assert (out / "over_training.png").exists()
 
 
+def test_walk_count_and_length_are_chosen_and_recorded(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(replace(preset("tiny"), train={"steps": 10, "checkpoint_every": 5}), run,
+          log=lambda s: None)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run), "--arena", "2", "--nbins", "16", "--walks", "6",
+                 "--walk-steps", "30", "--over-training", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["walk"]["n_walks"] == 6 and s["walk"]["n_steps"] == 30
+    assert [r["step"] for r in json.loads((out / "over_training.json").read_text())] == [5, 10]
+    for bad, match in [(["--walks", "1"], "--walks must be >= 2"),
+                       (["--walk-steps", "20"], "--walk-steps must be > 20")]:
+        assert main(["evaluate", str(run), "--out", str(tmp_path / "bad")] + bad) == 2
+        assert match in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before any work
+
+
 def test_period_consistency_counts_grid_units_within_ten_percent():
     from sicref.evaluate import period_consistency
 
