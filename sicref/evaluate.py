@@ -406,7 +406,8 @@ def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
         s, _ = analyse_arena(state["params"], state["config"], arena_size,
                              np.random.default_rng(seed), nbins, walk,
                              modules=modules)
-        rows.append({"step": step, "grid_fraction": s["grid_fraction"],
+        rows.append({"step": step, "walk": dict(walk.__dict__),
+                     "grid_fraction": s["grid_fraction"],
                      "hexagonal_fraction": s["hexagonal_fraction"],
                      "median_score60_active": s["median_score60_active"],
                      "n_active": s["n_active"], "modules": s["modules"]})

@@ -151,7 +151,9 @@ def test_walk_count_and_length_are_chosen_and_recorded(tmp_path, capsys):
                  "--walk-steps", "30", "--over-training", "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["walk"]["n_walks"] == 6 and s["walk"]["n_steps"] == 30
-    assert [r["step"] for r in json.loads((out / "over_training.json").read_text())] == [5, 10]
+    rows = json.loads((out / "over_training.json").read_text())
+    assert [(r["step"], r["walk"]["n_walks"], r["walk"]["n_steps"]) for r in rows] == [
+        (5, 3, 30), (10, 3, 30)]
     for bad, match in [(["--walks", "1"], "--walks must be >= 2"),
                        (["--walk-steps", "20"], "--walk-steps must be > 20")]:
         assert main(["evaluate", str(run), "--out", str(tmp_path / "bad")] + bad) == 2
