@@ -8,6 +8,7 @@ and the figures of `sicref.plots`.
 import json
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class ModuleRule:
     min_fraction: float = MIN_MODULE_FRACTION
     min_coherence: float = MIN_COHERENCE
     max_start_share: float = MAX_START_SHARE
-    max_period_mismatch: float | None = None
+    max_period_mismatch: Optional[float] = None
 
     def __post_init__(self):
         if not 0 <= self.min_fraction < 1:
