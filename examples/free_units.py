@@ -10,49 +10,29 @@ result is a sicref checkpoint (step 0, fresh AdamW state, the source's config un
     python examples/free_units.py runs/long_T60 --units even --out runs/freed.npz
 
 or every unit outside the modules that `sicref evaluate` (or `sicref run`) found in its
-2 m arena:
+2 m arena (what `sicref run --grow-steps N` frees before its second stage, sicref.grow):
 
     python examples/free_units.py runs/main0/tries/try1_seed1000 \
         --units outside:runs/main0/evaluation/summary.json --out runs/freed.npz
 """
 
 import argparse
-import json
 import os
 
 import numpy as np
 
 from sicref.checkpoint import load_checkpoint, save_start_checkpoint
 from sicref.config import ConfigError, load_config
-
-
-def units_outside_modules(summary_path, n, step=None, arena="2m"):
-    """The units that a `sicref evaluate` summary.json puts in no module in `arena`.
-
-    n: the network's unit count; step (if given): the checkpoint's step, which must be
-    the step the summary evaluated."""
-    where = f"--units outside:{summary_path}"
-    try:
-        with open(summary_path) as f:
-            summary = json.load(f)
-        labels = np.array([r["module"] for r in summary["arenas"][arena]["units"]])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{where}: not an evaluation summary with a {arena} arena "
-                         f"({type(e).__name__}: {e})") from None
-    if len(labels) != n:
-        raise ValueError(f"{where}: the summary has {len(labels)} units, the network {n}")
-    if step is not None and summary.get("step") != step:
-        raise ValueError(f"{where}: the summary evaluated step {summary.get('step')}, "
-                         f"the checkpoint is at step {step}")
-    units = np.flatnonzero(labels < 0)
-    if units.size == 0:
-        raise ValueError(f"{where}: every unit is in a module; nothing to free")
-    return units
+from sicref.grow import free_units, units_outside_modules
 
 
 def parse_units(spec, n, step=None):
     if spec.startswith("outside:"):
-        return units_outside_modules(spec[len("outside:"):], n, step)
+        units = units_outside_modules(spec[len("outside:"):], n, step,
+                                      where=f"--units {spec}")
+        if units.size == 0:
+            raise ValueError(f"--units {spec}: every unit is in a module; nothing to free")
+        return units
     if spec == "even":
         return np.arange(0, n, 2)
     if spec == "odd":
@@ -69,24 +49,6 @@ def parse_units(spec, n, step=None):
     if units.size == 0 or units.min() < 0 or units.max() >= n:
         raise ValueError(f"--units {spec!r}: units must lie in 0..{n - 1}")
     return units
-
-
-def free_units(params, units, rng):
-    """A copy of params with the units' recurrent weights and start entries redrawn."""
-    params = {k: v.copy() for k, v in params.items()}
-    n = len(params["g0_raw"])
-    last = max(int(k[5:]) for k in params if k.startswith("mlp/W"))
-    W, b = params[f"mlp/W{last}"], params[f"mlp/b{last}"]
-    fan_in = W.shape[0]
-    chosen = np.zeros((n, n), bool)
-    chosen[units, :] = True
-    chosen[:, units] = True
-    cols = np.flatnonzero(chosen.ravel())  # W(v)[i, j] is output i * n + j
-    bound = 1.0 / np.sqrt(fan_in)
-    W[:, cols] = rng.uniform(-bound, bound, size=(fan_in, cols.size))
-    b[cols] = rng.uniform(-bound, bound, size=cols.size)
-    params["g0_raw"][units] = rng.normal(0.0, 1.0, size=len(units))
-    return params
 
 
 def main():

@@ -2,10 +2,12 @@
 
 import os
 import sys
+import time
 
 from .checkpoint import read_jsonl
 from .config import DEFAULT_PRESET, preset, replace
-from .evaluate import evaluate_run, headline, write_over_training
+from .evaluate import WalkConfig, evaluate_run, headline, write_over_training
+from .grow import GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow
 from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
 
@@ -24,14 +26,20 @@ MAIN_BIN_SIZE = 2.0 / 32  # 32 bins in the 2 m arena, the same bin size in 3 and
 
 
 def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, steps=None,
-             overwrite=False, log=None, tries=DEFAULT_TRIES, jobs=DEFAULT_JOBS):
+             overwrite=False, log=None, tries=DEFAULT_TRIES, jobs=DEFAULT_JOBS,
+             grow_steps=0):
     """Train the preset (several initialisations when it has the annealing gate, see
-    sicref.tries), evaluate the chosen one, write figures.
+    sicref.tries), evaluate the chosen one, write figures. grow_steps > 0 adds the
+    second stage of sicref.grow when a lattice was caught: its units outside the 2 m
+    modules freed, grow_steps more steps at T = 30, evaluated in out/grow/evaluation.
 
-    Returns the evaluation summary. Running it again on the same out continues an
-    interrupted job (finished tries are not retrained); --overwrite starts over.
+    Returns the last evaluation's summary. Running it again on the same out continues
+    an interrupted job (finished tries are not retrained); --overwrite starts over.
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    t0 = time.monotonic()
+    if grow_steps < 0:
+        raise ValueError(f"--grow-steps must be >= 0, got {grow_steps}")
     cfg = preset(preset_name)
     changes = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
     if changes:
@@ -55,9 +63,45 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     if len(rows) > 1:
         tries_plot(rows, cfg.optim.anneal_grid_fraction, eval_dir, "tries.png")
     log(f"figures and summary.json in {eval_dir}")
-    for line in tries_lines(rows, chosen) + gate_lines(run_dir, cfg) + headline(summary):
+    lines = tries_lines(rows, chosen) + gate_lines(run_dir, cfg) + headline(summary)
+    if grow_steps:
+        grown = grow_stage(rows[chosen], summary, out, grow_steps, cfg.train.seed, log)
+        if grown is not None:
+            eval_dir, summary, grow_lines = grown
+            lines += grow_lines
+    for line in lines:
         log(line)
+    log(f"main job: {_minutes(time.monotonic() - t0)} (this call); figures and "
+        f"summary.json in {eval_dir}")
     return summary
+
+
+def _minutes(seconds):
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def grow_stage(row, summary, out, steps, seed, log):
+    """sicref.grow on the chosen try, then its evaluation (GROW_WALK, GROW_MODULES) in
+    the main arenas. Returns (evaluation dir, summary, headline lines), or None when no
+    try caught a lattice (nothing to grow beside)."""
+    if row["status"] != "caught":
+        log("grow: skipped, no try caught a lattice")
+        return None
+    grow_out = os.path.join(out, "grow")
+    run_dir, layout = grow(row["run_dir"], summary, grow_out, steps, seed, log=log)
+    eval_dir = os.path.join(grow_out, "evaluation")
+    walk = f"{GROW_WALK.n_walks} walks of {GROW_WALK.n_steps} steps"
+    log(f"evaluating the grown network ({walk}, SAC and spectral periods within "
+        f"{GROW_MODULES.max_period_mismatch:.0%})")
+    grown = evaluate_run(run_dir, eval_dir, MAIN_ARENAS, seed=seed, overwrite=True,
+                         log=log, bin_size=MAIN_BIN_SIZE, walk=GROW_WALK,
+                         modules=GROW_MODULES)
+    log("gridness of every checkpoint of the grown network (2 m arena):")
+    write_over_training(run_dir, eval_dir, 2.0, seed=seed, log=log, modules=GROW_MODULES,
+                        walk=WalkConfig(GROW_WALK.n_walks // 2, GROW_WALK.n_steps))
+    lines = [f"grow: {len(layout['freed'])} units freed, trained to step {grown['step']} "
+             f"at T = {GROW_SEQ_LEN}; evaluated with {walk}:"] + headline(grown)
+    return eval_dir, grown, lines
 
 
 def tries_lines(rows, chosen):
@@ -114,10 +158,14 @@ def add_run_commands(sub):
     p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                    help=f"tries trained at the same time (default {DEFAULT_JOBS}: two, or "
                         f"one on a 1-core machine); the result does not depend on it")
+    p.add_argument("--grow-steps", type=int, default=0, metavar="N",
+                   help="after the tries, free the units outside the caught lattice's "
+                   f"modules and train N more steps at T = {GROW_SEQ_LEN} (sicref.grow, "
+                   "docs/experiments.md); default 0: off")
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args):
     main_job(args.preset, args.out, args.seed, args.steps, args.overwrite,
-             tries=args.tries, jobs=args.jobs)
+             tries=args.tries, jobs=args.jobs, grow_steps=args.grow_steps)
     return 0

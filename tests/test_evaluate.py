@@ -116,9 +116,12 @@ def test_sweep_runs_and_does_not_redo_finished_runs(tmp_path):
 
 def test_main_job_trains_evaluates_and_continues(tmp_path, capsys):
     out = tmp_path / "main"
-    assert main(["run", "--preset", "tiny", "--steps", "10", "--out", str(out)]) == 0
+    assert main(["run", "--preset", "tiny", "--steps", "10", "--out", str(out),
+                 "--grow-steps", "3"]) == 0
     err = capsys.readouterr().err
     assert "figures:" in err and "grid units" in err
+    # tiny has no annealing gate, so no lattice is caught: nothing to grow beside
+    assert "grow: skipped, no try caught a lattice" in err and not (out / "grow").exists()
     s = json.loads((out / "evaluation/summary.json").read_text())
     assert set(s["arenas"]) == {"2m", "3m", "4m"} and s["step"] == 10
     over = json.loads((out / "evaluation/over_training.json").read_text())

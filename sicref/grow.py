@@ -1,0 +1,131 @@
+"""The main job's optional second stage (`sicref run --grow-steps N`): beside a caught
+lattice, re-initialise the units that belong to none of its modules and train on with
+longer trajectories (docs/experiments.md section 5, "Fresh units beside a SIC lattice").
+
+Not in the paper. At laptop size the main job catches one lattice (one module); units
+outside it are silent or weakly tuned. Freed (fresh random recurrent connections and
+start entries, every other parameter kept) and trained with SIC at T = 30 and a
+constant lr 1e-4, on main seed 0's lattice they formed a second, finer module beside
+the first within 6-10 thousand steps (commensurate: about sqrt(3) finer and turned by
+30 degrees), seen with 100-step evaluation walks (docs/analysis.md section 11). The
+stage's settings are the GROW_* constants below; everything else is the caught try's
+config.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from .checkpoint import (atomic_write_text, load_checkpoint, resolve_checkpoint,
+                         save_start_checkpoint)
+from .config import replace
+from .evaluate import ModuleRule, WalkConfig
+
+GROW_SEQ_LEN = 30  # trajectory length of the stage (the tries train at the preset's)
+GROW_LR = 1e-4  # constant (the plateau schedule still applies); no annealing gate
+GROW_CHECKPOINT_EVERY = 1000
+# The stage's evaluation: 100-step walks (a fine lattice blurs over 400-step walks when
+# the network drifts, docs/analysis.md section 11), 800 of them so that the ratemaps
+# have as many samples as the main evaluation's 200 x 400; grid units whose SAC and
+# spectral periods disagree by more than 20 % are not clustered (SPEC §7.5).
+GROW_WALK = WalkConfig(n_walks=800, n_steps=100)
+GROW_MODULES = ModuleRule(max_period_mismatch=0.2)
+LAYOUT_FILE = "freed.json"
+
+
+def units_outside_modules(summary, n, step=None, arena="2m", where="summary"):
+    """The units that an evaluation summary (a dict, or the path of a summary.json
+    written by `sicref evaluate` or `sicref run`) puts in no module in `arena`.
+
+    n: the network's unit count; step (if given): the checkpoint's step, which must be
+    the step the summary evaluated. Raises ValueError naming `where` otherwise."""
+    try:
+        if not isinstance(summary, dict):
+            with open(summary) as f:
+                summary = json.load(f)
+        labels = np.array([r["module"] for r in summary["arenas"][arena]["units"]])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{where}: not an evaluation summary with a {arena} arena "
+                         f"({type(e).__name__}: {e})") from None
+    if len(labels) != n:
+        raise ValueError(f"{where}: the summary has {len(labels)} units, the network {n}")
+    if step is not None and summary.get("step") != step:
+        raise ValueError(f"{where}: the summary evaluated step {summary.get('step')}, "
+                         f"the checkpoint is at step {step}")
+    return np.flatnonzero(labels < 0)
+
+
+def free_units(params, units, rng):
+    """A copy of params with the units' recurrent weights and start entries redrawn:
+    the entries W(v)[i, :] and W(v)[:, i] of the last MLP layer (weights and biases,
+    drawn as in sicref.model.init_params) and g0_raw[i], for every i in units."""
+    params = {k: v.copy() for k, v in params.items()}
+    n = len(params["g0_raw"])
+    last = max(int(k[5:]) for k in params if k.startswith("mlp/W"))
+    W, b = params[f"mlp/W{last}"], params[f"mlp/b{last}"]
+    fan_in = W.shape[0]
+    chosen = np.zeros((n, n), bool)
+    chosen[units, :] = True
+    chosen[:, units] = True
+    cols = np.flatnonzero(chosen.ravel())  # W(v)[i, j] is output i * n + j
+    bound = 1.0 / np.sqrt(fan_in)
+    W[:, cols] = rng.uniform(-bound, bound, size=(fan_in, cols.size))
+    b[cols] = rng.uniform(-bound, bound, size=cols.size)
+    params["g0_raw"][units] = rng.normal(0.0, 1.0, size=len(units))
+    return params
+
+
+def grow_config(cfg, steps, seed):
+    """The stage's config: cfg (the caught try's) at T = GROW_SEQ_LEN and a constant lr
+    GROW_LR without the annealing gate, for `steps` steps from data seed `seed`."""
+    return replace(cfg, data={"seq_len": GROW_SEQ_LEN},
+                   optim={"lr": GROW_LR, "anneal_lr": 0.0, "anneal_half_life": 0,
+                          "anneal_give_up": 0, "anneal_confirm": 0,
+                          "anneal_check_from": 0},
+                   train={"steps": steps, "seed": seed,
+                          "checkpoint_every": GROW_CHECKPOINT_EVERY})
+
+
+def grow(source, summary, out, steps, seed, log=print):
+    """Free the units of checkpoint `source` that `summary` (its evaluation) puts in no
+    2 m module, then train `steps` steps (grow_config) into out/run. The freeing draws
+    from `seed`, the data stream too. Calling it again continues out/run (train.steps
+    may grow); a run grown from another checkpoint or other units is refused.
+
+    Returns (run directory, layout dict: source, step, freed units)."""
+    from .train import TrainingError, train
+
+    path = resolve_checkpoint(source)
+    state = load_checkpoint(path)
+    n = len(state["params"]["g0_raw"])
+    units = units_outside_modules(summary, n, state["step"], where=f"{out}: the summary")
+    layout = {"source": os.path.abspath(path), "source_step": state["step"],
+              "seed": seed, "freed": [int(u) for u in units]}
+    cfg = grow_config(state["config"], steps, seed)
+    run_dir = os.path.join(out, "run")
+    layout_path = os.path.join(out, LAYOUT_FILE)
+    latest = os.path.join(run_dir, "checkpoints", "latest.npz")
+    if os.path.exists(layout_path):
+        with open(layout_path) as f:
+            before = json.load(f)
+        if before != layout:
+            raise TrainingError(
+                f"{out} was grown from {before.get('source')} (step "
+                f"{before.get('source_step')}, seed {before.get('seed')}, "
+                f"{len(before.get('freed', []))} units freed), not from {path} (step "
+                f"{state['step']}, seed {seed}, {len(units)} units); choose another "
+                f"--out or pass --overwrite")
+    os.makedirs(out, exist_ok=True)
+    if os.path.exists(latest):
+        log(f"grow: continuing {run_dir}")
+        train(cfg, run_dir, resume=latest, log=log)
+        return run_dir, layout
+    log(f"grow: freeing {len(units)} of {n} units of {path} (every unit outside the 2 m "
+        f"modules), then {steps} steps at T = {GROW_SEQ_LEN}, lr {GROW_LR:g} -> {run_dir}")
+    start = os.path.join(out, "start.npz")
+    params = free_units(state["params"], units, np.random.default_rng(seed))
+    save_start_checkpoint(start, params, cfg, seed)
+    atomic_write_text(layout_path, json.dumps(layout, indent=1))
+    train(cfg, run_dir, init_from=start, overwrite=True, log=log)
+    return run_dir, layout

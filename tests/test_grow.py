@@ -1,0 +1,143 @@
+"""The main job's second stage (sicref.grow): free the units outside the caught
+lattice's modules, train on at T = 30."""
+
+import json
+
+import numpy as np
+import pytest
+
+import sicref.evaluate
+from sicref.checkpoint import load_checkpoint
+from sicref.config import preset, replace
+from sicref.grow import (GROW_LR, GROW_SEQ_LEN, free_units, grow, grow_config,
+                         units_outside_modules)
+from sicref.model import transition_matrices
+from sicref.train import TrainingError, train
+
+QUIET = lambda line: None
+LABELS = [0, -1, 1, -1, 0, -1, -1, 0]  # tiny has 8 units; 1, 3, 5, 6 are in no module
+
+
+def summary_for(step, labels=LABELS):
+    return {"step": step, "arenas": {"2m": {"units": [
+        {"unit": i, "module": m} for i, m in enumerate(labels)]}}}
+
+
+@pytest.fixture
+def source(tmp_path):
+    run = tmp_path / "caught"
+    train(replace(preset("tiny"), train={"steps": 10}), run, log=QUIET)
+    return run
+
+
+def test_units_outside_modules_reads_a_summary_dict_or_file(tmp_path):
+    assert list(units_outside_modules(summary_for(7), 8, step=7)) == [1, 3, 5, 6]
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary_for(7)))
+    assert list(units_outside_modules(str(path), 8)) == [1, 3, 5, 6]
+    with pytest.raises(ValueError, match="evaluated step 7, the checkpoint is at step 9"):
+        units_outside_modules(summary_for(7), 8, step=9)
+    with pytest.raises(ValueError, match="has 8 units, the network 6"):
+        units_outside_modules(summary_for(7), 6)
+    with pytest.raises(ValueError, match="not an evaluation summary"):
+        units_outside_modules({"step": 7}, 8)
+
+
+def test_the_stage_frees_the_units_outside_the_modules_and_trains_at_T30(source, tmp_path):
+    out = tmp_path / "grow"
+    run_dir, layout = grow(str(source), summary_for(10), str(out), 6, seed=3, log=QUIET)
+    assert layout["freed"] == [1, 3, 5, 6] and layout["source_step"] == 10
+    src = load_checkpoint(str(source))
+    start = load_checkpoint(str(out / "start.npz"))
+    # the start is the source with exactly those units redrawn, from the stage's seed
+    expected = free_units(src["params"], np.array([1, 3, 5, 6]), np.random.default_rng(3))
+    assert all(np.array_equal(start["params"][k], expected[k]) for k in expected)
+    v = np.random.default_rng(0).uniform(-0.15, 0.15, (5, 2))
+    kept = [0, 2, 4, 7]
+    W0, W1 = (transition_matrices(p, v)[:, kept][:, :, kept]
+              for p in (src["params"], start["params"]))
+    assert np.array_equal(W0, W1)
+    cfg = load_checkpoint(run_dir)["config"]
+    assert cfg.data.seq_len == GROW_SEQ_LEN and cfg.optim.lr == GROW_LR
+    assert cfg.optim.anneal_lr == 0 and cfg.train.seed == 3 and cfg.train.steps == 6
+    # everything but T, lr, the gate, steps, seed and checkpointing is the source's
+    base = src["config"]
+    assert (cfg.model, cfg.loss, cfg.data.batch_size) == (base.model, base.loss,
+                                                          base.data.batch_size)
+    assert load_checkpoint(run_dir)["step"] == 6
+
+
+def test_a_stopped_stage_continues_to_the_same_network(source, tmp_path):
+    whole, _ = grow(str(source), summary_for(10), str(tmp_path / "a"), 6, 1, log=QUIET)
+    part, _ = grow(str(source), summary_for(10), str(tmp_path / "b"), 4, 1, log=QUIET)
+    lines = []
+    part, _ = grow(str(source), summary_for(10), str(tmp_path / "b"), 6, 1,
+                   log=lines.append)
+    assert lines[0].startswith("grow: continuing")
+    a, b = load_checkpoint(whole)["params"], load_checkpoint(part)["params"]
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_stage_grown_from_something_else_is_refused(source, tmp_path):
+    out = str(tmp_path / "grow")
+    grow(str(source), summary_for(10), out, 4, seed=1, log=QUIET)
+    with pytest.raises(TrainingError, match="seed 1, 4 units freed.*seed 2"):
+        grow(str(source), summary_for(10), out, 4, seed=2, log=QUIET)
+    other = summary_for(10, [0] * 7 + [-1])
+    with pytest.raises(TrainingError, match="was grown from"):
+        grow(str(source), other, out, 4, seed=1, log=QUIET)
+    with pytest.raises(ValueError, match="evaluated step 9"):
+        grow(str(source), summary_for(9), str(tmp_path / "new"), 4, seed=1, log=QUIET)
+
+
+def test_grow_config_changes_only_the_stage_settings():
+    base = preset("laptop")
+    cfg = grow_config(base, 6000, 7)
+    assert cfg.data.seq_len == 30 and cfg.optim.lr == 1e-4 and cfg.optim.anneal_lr == 0
+    assert (cfg.train.steps, cfg.train.seed, cfg.train.checkpoint_every) == (6000, 7, 1000)
+    assert replace(cfg, data={"seq_len": 15},
+                   optim={k: getattr(base.optim, k) for k in (
+                       "lr", "anneal_lr", "anneal_half_life", "anneal_give_up",
+                       "anneal_confirm", "anneal_check_from")},
+                   train={"steps": 7500, "seed": 0, "checkpoint_every": 500}) == base
+
+
+def test_main_job_with_a_caught_lattice_grows_and_evaluates(tmp_path, monkeypatch):
+    import sicref.run
+    from test_tries import launch_in_process
+
+    gated = replace(preset("tiny"), optim={
+        "anneal_lr": 1e-3, "anneal_check_every": 5, "anneal_steps": 5, "anneal_walks": 4,
+        "anneal_grid_fraction": 0.3}, train={"steps": 20, "checkpoint_every": 5})
+    monkeypatch.setattr(sicref.run, "preset", lambda name: gated)
+    monkeypatch.setattr(sicref.evaluate, "grid_check", lambda *a, **k: (0.5, 0.1))
+    real = sicref.run.run_tries
+    monkeypatch.setattr(sicref.run, "run_tries", lambda *a, **k: real(
+        *a, **{**k, "launch": launch_in_process, "poll": 0.01}))
+    lines = []
+    out = tmp_path / "main"
+    summary = sicref.run.main_job("gated", str(out), tries=2, log=lines.append,
+                                  grow_steps=3)
+    caught = json.loads((out / "evaluation/summary.json").read_text())
+    freed = json.loads((out / "grow/freed.json").read_text())
+    assert freed["freed"] == [r["unit"] for r in caught["arenas"]["2m"]["units"]
+                              if r["module"] < 0]
+    assert freed["source_step"] == caught["step"] == 10  # switch at 5, 5 more
+    grown = json.loads((out / "grow/evaluation/summary.json").read_text())
+    assert grown == json.loads(json.dumps(summary))
+    assert grown["step"] == 3 and set(grown["arenas"]) == {"2m", "3m", "4m"}
+    assert (grown["walk"]["n_walks"], grown["walk"]["n_steps"]) == (800, 100)
+    over = json.loads((out / "grow/evaluation/over_training.json").read_text())
+    assert [(r["step"], r["walk"]["n_walks"], r["walk"]["n_steps"]) for r in over] == [
+        (3, 400, 100)]
+    assert (f"grow: {len(freed['freed'])} units freed, trained to step 3 at T = 30; "
+            f"evaluated with 800 walks of 100 steps:") in lines
+    assert lines[-1].startswith("main job:") and "grow/evaluation" in lines[-1]
+
+
+def test_main_job_refuses_negative_grow_steps_before_any_work(tmp_path):
+    from sicref.run import main_job
+
+    with pytest.raises(ValueError, match="--grow-steps must be >= 0"):
+        main_job("tiny", str(tmp_path / "other"), log=QUIET, grow_steps=-1)
+    assert not (tmp_path / "other").exists()
