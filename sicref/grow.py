@@ -31,6 +31,12 @@ GROW_CHECKPOINT_EVERY = 1000
 # spectral periods disagree by more than 20 % are not clustered (SPEC §7.5).
 GROW_WALK = WalkConfig(n_walks=800, n_steps=100)
 GROW_MODULES = ModuleRule(max_period_mismatch=0.2)
+# How many module units keep their connections: the GROW_KEEP with the highest 2 m
+# score60; every other unit is freed. 28 is the module size of main seed 0's caught
+# lattice, where freeing first gave a second module; on main seed 3's lattice keeping
+# its whole module (63 units) gave none, keeping its 28 best gave one
+# (docs/experiments.md, "The freeing stage in the main job").
+GROW_KEEP = 28
 LAYOUT_FILE = "freed.json"
 
 
@@ -54,6 +60,19 @@ def units_outside_modules(summary, n, step=None, arena="2m", where="summary"):
         raise ValueError(f"{where}: the summary evaluated step {summary.get('step')}, "
                          f"the checkpoint is at step {step}")
     return np.flatnonzero(labels < 0)
+
+
+def units_to_free(summary, n, step=None, keep=GROW_KEEP, where="summary"):
+    """Every unit outside the 2 m modules of `summary` (see units_outside_modules) and
+    the module units beyond the `keep` with the highest 2 m score60, ascending."""
+    outside = units_outside_modules(summary, n, step, where=where)
+    if not isinstance(summary, dict):
+        with open(summary) as f:
+            summary = json.load(f)
+    records = [r for r in summary["arenas"]["2m"]["units"] if r["module"] >= 0]
+    records.sort(key=lambda r: (-r["score60"], r["unit"]))
+    extra = [r["unit"] for r in records[keep:]]
+    return np.array(sorted(set(outside.tolist()) | set(extra)), dtype=int)
 
 
 def free_units(params, units, rng):
@@ -87,9 +106,10 @@ def grow_config(cfg, steps, seed):
                           "checkpoint_every": GROW_CHECKPOINT_EVERY})
 
 
-def grow(source, summary, out, steps, seed, log=print):
+def grow(source, summary, out, steps, seed, log=print, keep=GROW_KEEP):
     """Free the units of checkpoint `source` that `summary` (its evaluation) puts in no
-    2 m module, then train `steps` steps (grow_config) into out/run. The freeing draws
+    2 m module, and its module units beyond the `keep` best (units_to_free), then train
+    `steps` steps (grow_config) into out/run. The freeing draws
     from `seed`, the data stream too. Calling it again continues out/run (train.steps
     may grow); a run grown from another checkpoint or other units is refused.
 
@@ -99,7 +119,7 @@ def grow(source, summary, out, steps, seed, log=print):
     path = resolve_checkpoint(source)
     state = load_checkpoint(path)
     n = len(state["params"]["g0_raw"])
-    units = units_outside_modules(summary, n, state["step"], where=f"{out}: the summary")
+    units = units_to_free(summary, n, state["step"], keep, where=f"{out}: the summary")
     layout = {"source": os.path.abspath(path), "source_step": state["step"],
               "seed": seed, "freed": [int(u) for u in units]}
     cfg = grow_config(state["config"], steps, seed)
@@ -121,8 +141,8 @@ def grow(source, summary, out, steps, seed, log=print):
         log(f"grow: continuing {run_dir}")
         train(cfg, run_dir, resume=latest, log=log)
         return run_dir, layout
-    log(f"grow: freeing {len(units)} of {n} units of {path} (every unit outside the 2 m "
-        f"modules), then {steps} steps at T = {GROW_SEQ_LEN}, lr {GROW_LR:g} -> {run_dir}")
+    log(f"grow: freeing {len(units)} of {n} units of {path} (every unit but the {keep} "
+        f"module units with the highest 2 m score60), then {steps} steps at T = {GROW_SEQ_LEN}, lr {GROW_LR:g} -> {run_dir}")
     start = os.path.join(out, "start.npz")
     params = free_units(state["params"], units, np.random.default_rng(seed))
     save_start_checkpoint(start, params, cfg, seed)

@@ -10,7 +10,7 @@ import sicref.evaluate
 from sicref.checkpoint import load_checkpoint
 from sicref.config import preset, replace
 from sicref.grow import (GROW_LR, GROW_SEQ_LEN, free_units, grow, grow_config,
-                         units_outside_modules)
+                         units_outside_modules, units_to_free)
 from sicref.model import transition_matrices
 from sicref.train import TrainingError, train
 
@@ -20,7 +20,7 @@ LABELS = [0, -1, 1, -1, 0, -1, -1, 0]  # tiny has 8 units; 1, 3, 5, 6 are in no 
 
 def summary_for(step, labels=LABELS):
     return {"step": step, "arenas": {"2m": {"units": [
-        {"unit": i, "module": m} for i, m in enumerate(labels)]}}}
+        {"unit": i, "module": m, "score60": 0.1 * i} for i, m in enumerate(labels)]}}}
 
 
 @pytest.fixture
@@ -41,6 +41,13 @@ def test_units_outside_modules_reads_a_summary_dict_or_file(tmp_path):
         units_outside_modules(summary_for(7), 6)
     with pytest.raises(ValueError, match="not an evaluation summary"):
         units_outside_modules({"step": 7}, 8)
+
+
+def test_only_the_best_module_units_are_kept():
+    # module units 0, 2, 4, 7 score 0.0, 0.2, 0.4, 0.7: keeping two keeps 4 and 7
+    assert list(units_to_free(summary_for(7), 8, keep=2)) == [0, 1, 2, 3, 5, 6]
+    assert list(units_to_free(summary_for(7), 8, keep=4)) == [1, 3, 5, 6]
+    assert list(units_to_free(summary_for(7), 8, keep=0)) == list(range(8))
 
 
 def test_the_stage_frees_the_units_outside_the_modules_and_trains_at_T30(source, tmp_path):
