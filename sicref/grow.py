@@ -1,13 +1,14 @@
 """The main job's optional second stage (`sicref run --grow-steps N`): beside a caught
-lattice, re-initialise the units that belong to none of its modules and train on with
-longer trajectories (docs/experiments.md section 5, "Fresh units beside a SIC lattice").
+lattice, re-initialise every unit but the best GROW_KEEP of its module and train on with
+longer trajectories (docs/experiments.md section 5, "Fresh units beside a SIC lattice"
+and "The freeing stage in the main job").
 
 Not in the paper. At laptop size the main job catches one lattice (one module); units
 outside it are silent or weakly tuned. Freed (fresh random recurrent connections and
 start entries, every other parameter kept) and trained with SIC at T = 30 and a
-constant lr 1e-4, on main seed 0's lattice they formed a second, finer module beside
-the first within 6-10 thousand steps (commensurate: about sqrt(3) finer and turned by
-30 degrees), seen with 100-step evaluation walks (docs/analysis.md section 11). The
+constant lr 1e-4, on main seeds 0 and 3 they formed a second, finer module beside the
+first within 5-10 thousand steps (commensurate: about sqrt(3) finer and turned by 30
+degrees), seen with 100-step evaluation walks (docs/analysis.md section 11). The
 stage's settings are the GROW_* constants below; everything else is the caught try's
 config.
 """
