@@ -135,8 +135,8 @@ def grow(source, summary, out, steps, seed, log=print, keep=GROW_KEEP):
                 f"{out} was grown from {before.get('source')} (step "
                 f"{before.get('source_step')}, seed {before.get('seed')}, "
                 f"{len(before.get('freed', []))} units freed), not from {path} (step "
-                f"{state['step']}, seed {seed}, {len(units)} units); choose another "
-                f"--out or pass --overwrite")
+                f"{state['step']}, seed {seed}, {len(units)} units); remove {out} to "
+                f"grow again from this one")
     os.makedirs(out, exist_ok=True)
     if os.path.exists(latest):
         log(f"grow: continuing {run_dir}")
