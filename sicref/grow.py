@@ -110,9 +110,10 @@ def grow_config(cfg, steps, seed):
 def grow(source, summary, out, steps, seed, log=print, keep=GROW_KEEP):
     """Free the units of checkpoint `source` that `summary` (its evaluation) puts in no
     2 m module, and its module units beyond the `keep` best (units_to_free), then train
-    `steps` steps (grow_config) into out/run. The freeing draws
-    from `seed`, the data stream too. Calling it again continues out/run (train.steps
-    may grow); a run grown from another checkpoint or other units is refused.
+    `steps` steps (grow_config) into out/run. The freeing draws from `seed`, the data
+    stream too. Calling it again continues out/run (train.steps may grow); a run grown
+    from another checkpoint, seed or other units, or an unreadable out/freed.json, is
+    refused.
 
     Returns (run directory, layout dict: source, step, freed units)."""
     from .train import TrainingError, train
@@ -128,8 +129,13 @@ def grow(source, summary, out, steps, seed, log=print, keep=GROW_KEEP):
     layout_path = os.path.join(out, LAYOUT_FILE)
     latest = os.path.join(run_dir, "checkpoints", "latest.npz")
     if os.path.exists(layout_path):
-        with open(layout_path) as f:
-            before = json.load(f)
+        try:
+            with open(layout_path) as f:
+                before = json.load(f)
+            before.get("freed")
+        except (OSError, ValueError, AttributeError) as e:
+            raise TrainingError(f"{layout_path} cannot be read ({type(e).__name__}: "
+                                f"{e}); remove {out} to grow again") from None
         if before != layout:
             raise TrainingError(
                 f"{out} was grown from {before.get('source')} (step "
@@ -143,7 +149,8 @@ def grow(source, summary, out, steps, seed, log=print, keep=GROW_KEEP):
         train(cfg, run_dir, resume=latest, log=log)
         return run_dir, layout
     log(f"grow: freeing {len(units)} of {n} units of {path} (every unit but the {keep} "
-        f"module units with the highest 2 m score60), then {steps} steps at T = {GROW_SEQ_LEN}, lr {GROW_LR:g} -> {run_dir}")
+        f"module units with the highest 2 m score60), then {steps} steps at T = "
+        f"{GROW_SEQ_LEN}, lr {GROW_LR:g} -> {run_dir}")
     start = os.path.join(out, "start.npz")
     params = free_units(state["params"], units, np.random.default_rng(seed))
     save_start_checkpoint(start, params, cfg, seed)

@@ -93,6 +93,9 @@ def test_a_stage_grown_from_something_else_is_refused(source, tmp_path):
     other = summary_for(10, [0] * 7 + [-1])
     with pytest.raises(TrainingError, match="was grown from"):
         grow(str(source), other, out, 4, seed=1, log=QUIET)
+    (tmp_path / "grow/freed.json").write_text("{not json")
+    with pytest.raises(TrainingError, match="freed.json cannot be read"):
+        grow(str(source), summary_for(10), out, 4, seed=1, log=QUIET)
     with pytest.raises(ValueError, match="evaluated step 9"):
         grow(str(source), summary_for(9), str(tmp_path / "new"), 4, seed=1, log=QUIET)
 
