@@ -41,39 +41,50 @@ GROW_KEEP = 28
 LAYOUT_FILE = "freed.json"
 
 
+def _read_summary(summary, n, step, arena, where, fields=("unit", "module")):
+    """The per-unit records of `arena`, each with `fields`, checked against the
+    network's unit count n and (if given) its step. summary: a dict or the path of a
+    summary.json."""
+    try:
+        if not isinstance(summary, dict):
+            with open(summary) as f:
+                summary = json.load(f)
+        records = summary["arenas"][arena]["units"]
+        missing = [k for r in records for k in fields if k not in r]
+        if missing:
+            raise KeyError(missing[0])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{where}: not an evaluation summary with a {arena} arena "
+                         f"({type(e).__name__}: {e})") from None
+    if len(records) != n:
+        raise ValueError(f"{where}: the summary has {len(records)} units, the network {n}")
+    if step is not None and summary.get("step") != step:
+        raise ValueError(f"{where}: the summary evaluated step {summary.get('step')}, "
+                         f"the checkpoint is at step {step}")
+    return records
+
+
 def units_outside_modules(summary, n, step=None, arena="2m", where="summary"):
     """The units that an evaluation summary (a dict, or the path of a summary.json
     written by `sicref evaluate` or `sicref run`) puts in no module in `arena`.
 
     n: the network's unit count; step (if given): the checkpoint's step, which must be
     the step the summary evaluated. Raises ValueError naming `where` otherwise."""
-    try:
-        if not isinstance(summary, dict):
-            with open(summary) as f:
-                summary = json.load(f)
-        labels = np.array([r["module"] for r in summary["arenas"][arena]["units"]])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{where}: not an evaluation summary with a {arena} arena "
-                         f"({type(e).__name__}: {e})") from None
-    if len(labels) != n:
-        raise ValueError(f"{where}: the summary has {len(labels)} units, the network {n}")
-    if step is not None and summary.get("step") != step:
-        raise ValueError(f"{where}: the summary evaluated step {summary.get('step')}, "
-                         f"the checkpoint is at step {step}")
-    return np.flatnonzero(labels < 0)
+    records = _read_summary(summary, n, step, arena, where)
+    return np.array(sorted(r["unit"] for r in records if r["module"] < 0), dtype=int)
 
 
 def units_to_free(summary, n, step=None, keep=GROW_KEEP, where="summary"):
-    """Every unit outside the 2 m modules of `summary` (see units_outside_modules) and
+    """Every unit outside the 2 m modules of `summary` (as units_outside_modules) and
     the module units beyond the `keep` with the highest 2 m score60, ascending."""
-    outside = units_outside_modules(summary, n, step, where=where)
-    if not isinstance(summary, dict):
-        with open(summary) as f:
-            summary = json.load(f)
-    records = [r for r in summary["arenas"]["2m"]["units"] if r["module"] >= 0]
-    records.sort(key=lambda r: (-r["score60"], r["unit"]))
-    extra = [r["unit"] for r in records[keep:]]
-    return np.array(sorted(set(outside.tolist()) | set(extra)), dtype=int)
+    if keep < 0:
+        raise ValueError(f"keep must be >= 0 module units, got {keep}")
+    records = _read_summary(summary, n, step, "2m", where,
+                            fields=("unit", "module", "score60"))
+    ranked = sorted((r for r in records if r["module"] >= 0),
+                    key=lambda r: (-r["score60"], r["unit"]))
+    kept = {r["unit"] for r in ranked[:keep]}
+    return np.array(sorted(r["unit"] for r in records if r["unit"] not in kept), dtype=int)
 
 
 def free_units(params, units, rng):
@@ -132,10 +143,11 @@ def grow(source, summary, out, steps, seed, log=print, keep=GROW_KEEP):
         try:
             with open(layout_path) as f:
                 before = json.load(f)
-            before.get("freed")
-        except (OSError, ValueError, AttributeError) as e:
-            raise TrainingError(f"{layout_path} cannot be read ({type(e).__name__}: "
-                                f"{e}); remove {out} to grow again") from None
+        except (OSError, ValueError) as e:
+            before = f"{type(e).__name__}: {e}"
+        if not isinstance(before, dict):
+            raise TrainingError(f"{layout_path} cannot be read ({before}); remove {out} "
+                                f"to grow again")
         if before != layout:
             raise TrainingError(
                 f"{out} was grown from {before.get('source')} (step "

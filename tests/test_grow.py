@@ -48,6 +48,12 @@ def test_only_the_best_module_units_are_kept():
     assert list(units_to_free(summary_for(7), 8, keep=2)) == [0, 1, 2, 3, 5, 6]
     assert list(units_to_free(summary_for(7), 8, keep=4)) == [1, 3, 5, 6]
     assert list(units_to_free(summary_for(7), 8, keep=0)) == list(range(8))
+    with pytest.raises(ValueError, match="keep must be >= 0"):
+        units_to_free(summary_for(7), 8, keep=-1)
+    no_scores = {"step": 7, "arenas": {"2m": {"units": [
+        {"unit": i, "module": m} for i, m in enumerate(LABELS)]}}}
+    with pytest.raises(ValueError, match="not an evaluation summary.*score60"):
+        units_to_free(no_scores, 8)
 
 
 def test_the_stage_frees_the_units_outside_the_modules_and_trains_at_T30(source, tmp_path):
