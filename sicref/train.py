@@ -267,6 +267,17 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
     return params
 
 
+def run_ended(run_dir, cfg):
+    """Whether the run in run_dir has nothing left to do under cfg: its latest
+    checkpoint is at its last step (train.steps, the end of annealing, or where it gave
+    up). False when it has no checkpoint yet."""
+    latest = os.path.join(run_dir, "checkpoints", "latest.npz")
+    if not os.path.exists(latest):
+        return False
+    state = ckpt.load_checkpoint(latest)
+    return state["step"] >= _end_step(cfg, state["schedule"])
+
+
 def _end_step(cfg, schedule):
     """The last step: train.steps, or anneal_steps after the annealing switch, or where
     the run gave up."""

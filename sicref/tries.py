@@ -24,7 +24,7 @@ import time
 
 from .checkpoint import atomic_write_text, read_jsonl
 from .config import replace, save_config
-from .train import TrainingError, train_command
+from .train import TrainingError, run_ended, train_command
 
 TRY_SEED_STRIDE = 1000
 LAYOUT_FILE = "tries.json"
@@ -102,7 +102,8 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
               launch=None):
     """Train up to `tries` initialisations of cfg into out/tries/, `jobs` at a time, and
     return (chosen index, rows). Continues an interrupted main job (every try resumes
-    from its latest checkpoint; an ended try returns at once). launch(cfg, run_dir,
+    from its latest checkpoint; a try that has ended is not started again, nor one
+    above a try already caught). launch(cfg, run_dir,
     threads) -> (process, log file) starts one try (default: a `sicref train`
     subprocess)."""
     launch = launch or _launch
@@ -111,6 +112,15 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
     cfgs = [replace(cfg, train={"seed": try_seed(cfg.train.seed, i)}) for i in range(tries)]
     dirs = [try_dir(out, i, c.train.seed) for i, c in enumerate(cfgs)]
     running, finished, caught, announced = {}, {}, set(), {}
+    for i in range(tries):  # a continued job: what is on disk already
+        if not os.path.isdir(dirs[i]):
+            continue
+        status = try_status(dirs[i], cfg)[0]
+        if status == "caught":
+            caught.add(i)
+        if run_ended(dirs[i], cfgs[i]):
+            finished[i] = status
+            log(f"try {i} (seed {cfgs[i].train.seed}) had ended: {status}")
     next_index, last_report = 0, time.monotonic()
     threads = 1 if jobs > 1 else None
     try:
@@ -150,7 +160,10 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
                 fh.close()
                 log(f"try {i} stopped: try {best} has caught a lattice")
             while (len(running) < jobs and next_index < tries
-                   and (best is None or next_index < best)):
+                   and (best is None or next_index <= best)):
+                if next_index in finished:
+                    next_index += 1
+                    continue
                 log(f"try {next_index}: seed {cfgs[next_index].train.seed} -> "
                     f"{dirs[next_index]}")
                 running[next_index] = launch(cfgs[next_index], dirs[next_index], threads)

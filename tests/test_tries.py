@@ -129,10 +129,47 @@ def test_continuing_a_finished_job_retrains_nothing(tmp_path):
     run_tries(cfg, str(tmp_path), 2, jobs=2, log=QUIET, poll=0.05)
     stamp = (tmp_path / "tries/try1_seed1000/checkpoints/latest.npz").stat().st_mtime_ns
     lines = []
-    chosen, rows = run_tries(cfg, str(tmp_path), 2, jobs=2, log=lines.append, poll=0.05)
+
+    def no_launch(cfg, run_dir, threads):
+        raise AssertionError(f"relaunched {run_dir}")
+
+    chosen, rows = run_tries(cfg, str(tmp_path), 2, jobs=2, log=lines.append, poll=0.05,
+                             launch=no_launch)
     assert [r["status"] for r in rows] == ["gave up", "gave up"]
+    assert "try 1 (seed 1000) had ended: gave up" in lines
     assert (tmp_path / "tries/try1_seed1000/checkpoints/latest.npz").stat().st_mtime_ns \
         == stamp
+
+
+def test_continuing_resumes_only_the_unfinished_caught_try(tmp_path, gate_by_seed):
+    """Try 0 gave up, try 1 caught and was interrupted: a continued job resumes try 1
+    alone (no finished try relaunched, none above the caught one started) and ends as
+    a job never interrupted."""
+    import shutil
+
+    import numpy as np
+
+    gate_by_seed.catch = {1000}
+    cfg = gated(0.3, anneal_confirm=1, anneal_give_up=10)
+    run_tries(cfg, str(tmp_path), 4, jobs=1, log=QUIET, poll=0.01, launch=launch_in_process)
+    ckpts = tmp_path / "tries/try1_seed1000/checkpoints"
+    done = load_checkpoint(ckpts / "latest.npz")
+    assert done["step"] == 10
+    shutil.copy(ckpts / "step_5.npz", ckpts / "latest.npz")  # as if stopped at step 5
+    launched = []
+
+    def recording(cfg, run_dir, threads):
+        launched.append(run_dir)
+        return launch_in_process(cfg, run_dir, threads)
+
+    chosen, rows = run_tries(cfg, str(tmp_path), 4, jobs=2, log=QUIET, poll=0.01,
+                             launch=recording)
+    assert launched == [rows[1]["run_dir"]]
+    assert chosen == 1 and [r["status"] for r in rows] == ["gave up", "caught", "not run",
+                                                           "not run"]
+    again = load_checkpoint(ckpts / "latest.npz")
+    assert again["step"] == 10
+    assert all(np.array_equal(again["params"][k], done["params"][k]) for k in done["params"])
 
 
 def test_try_status_reads_the_gate(tmp_path):
