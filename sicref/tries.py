@@ -103,9 +103,8 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
     """Train up to `tries` initialisations of cfg into out/tries/, `jobs` at a time, and
     return (chosen index, rows). Continues an interrupted main job (every try resumes
     from its latest checkpoint; a try that has ended is not started again, nor one
-    above a try already caught). launch(cfg, run_dir,
-    threads) -> (process, log file) starts one try (default: a `sicref train`
-    subprocess)."""
+    above a try already caught). launch(cfg, run_dir, threads) -> (process, log file)
+    starts one try (default: a `sicref train` subprocess)."""
     launch = launch or _launch
     if tries < 1 or jobs < 1:
         raise TriesError(f"tries and jobs must be >= 1, got {tries} and {jobs}")
