@@ -1,7 +1,7 @@
 """The main job's optional second stage (`sicref run --grow-steps N`): beside a caught
-lattice, re-initialise every unit but the best GROW_KEEP of its module and train on with
-longer trajectories (docs/experiments.md section 5, "Fresh units beside a SIC lattice"
-and "The freeing stage in the main job").
+lattice, re-initialise every unit but the best half of its module (at least 28 units)
+and train on with longer trajectories (docs/experiments.md section 5, "Fresh units
+beside a SIC lattice" and "The freeing stage in the main job").
 
 Not in the paper. At laptop size the main job catches one lattice (one module); units
 outside it are silent or weakly tuned. Freed (fresh random recurrent connections and
@@ -32,12 +32,14 @@ GROW_CHECKPOINT_EVERY = 1000
 # spectral periods disagree by more than 20 % are not clustered (SPEC §7.5).
 GROW_WALK = WalkConfig(n_walks=800, n_steps=100)
 GROW_MODULES = ModuleRule(max_period_mismatch=0.2)
-# How many module units keep their connections: the GROW_KEEP with the highest 2 m
-# score60; every other unit is freed. 28 is the module size of main seed 0's caught
-# lattice, where freeing first gave a second module; on main seed 3's lattice keeping
-# its whole module (63 units) gave none, keeping its 28 best gave one
-# (docs/experiments.md, "The freeing stage in the main job").
-GROW_KEEP = 28
+# How many module units keep their connections: half of the caught 2 m module (its
+# units with the highest 2 m score60), but at least GROW_KEEP_MIN; every other unit is
+# freed. Chosen from four caught lattices (docs/experiments.md, "The freeing stage in the
+# main job"): keeping the whole module gave no second module where the module was large
+# (main seeds 2, 3, 4: 63-91 units), keeping 28 of a large module lost the lattice on two
+# of three, keeping half of a small one (main seed 0: 14 of 28) gave no second module.
+GROW_KEEP_FRACTION = 0.5
+GROW_KEEP_MIN = 28
 LAYOUT_FILE = "freed.json"
 
 
@@ -74,15 +76,24 @@ def units_outside_modules(summary, n, step=None, arena="2m", where="summary"):
     return np.array(sorted(r["unit"] for r in records if r["module"] < 0), dtype=int)
 
 
-def units_to_free(summary, n, step=None, keep=GROW_KEEP, where="summary"):
+def keep_count(module_units):
+    """How many of a caught module's units the stage keeps (GROW_KEEP_FRACTION of them,
+    at least GROW_KEEP_MIN, at most all)."""
+    return min(module_units, max(GROW_KEEP_MIN, int(module_units * GROW_KEEP_FRACTION)))
+
+
+def units_to_free(summary, n, step=None, keep=None, where="summary"):
     """Every unit outside the 2 m modules of `summary` (as units_outside_modules) and
-    the module units beyond the `keep` with the highest 2 m score60, ascending."""
-    if keep < 0:
+    the module units beyond the `keep` with the highest 2 m score60, ascending.
+    keep=None: keep_count(number of module units)."""
+    if keep is not None and keep < 0:
         raise ValueError(f"keep must be >= 0 module units, got {keep}")
     records = _read_summary(summary, n, step, "2m", where,
                             fields=("unit", "module", "score60"))
     ranked = sorted((r for r in records if r["module"] >= 0),
                     key=lambda r: (-r["score60"], r["unit"]))
+    if keep is None:
+        keep = keep_count(len(ranked))
     kept = {r["unit"] for r in ranked[:keep]}
     return np.array(sorted(r["unit"] for r in records if r["unit"] not in kept), dtype=int)
 
@@ -118,9 +129,10 @@ def grow_config(cfg, steps, seed):
                           "checkpoint_every": GROW_CHECKPOINT_EVERY})
 
 
-def grow(source, summary, out, steps, seed, log=print, keep=GROW_KEEP):
+def grow(source, summary, out, steps, seed, log=print, keep=None):
     """Free the units of checkpoint `source` that `summary` (its evaluation) puts in no
-    2 m module, and its module units beyond the `keep` best (units_to_free), then train
+    2 m module, and its module units beyond the `keep` best (units_to_free; None: the
+    stage's rule, keep_count), then train
     `steps` steps (grow_config) into out/run. The freeing draws from `seed`, the data
     stream too. Calling it again continues out/run (train.steps may grow); a run grown
     from another checkpoint, seed or other units, or an unreadable out/freed.json, is
@@ -160,8 +172,9 @@ def grow(source, summary, out, steps, seed, log=print, keep=GROW_KEEP):
         log(f"grow: continuing {run_dir}")
         train(cfg, run_dir, resume=latest, log=log)
         return run_dir, layout
-    log(f"grow: freeing {len(units)} of {n} units of {path} (every unit but the {keep} "
-        f"module units with the highest 2 m score60), then {steps} steps at T = "
+    log(f"grow: freeing {len(units)} of {n} units of {path} (every unit but the "
+        f"{n - len(units)} module units with the highest 2 m score60), then {steps} "
+        f"steps at T = "
         f"{GROW_SEQ_LEN}, lr {GROW_LR:g} -> {run_dir}")
     start = os.path.join(out, "start.npz")
     params = free_units(state["params"], units, np.random.default_rng(seed))

@@ -7,7 +7,7 @@ import time
 from .checkpoint import read_jsonl
 from .config import DEFAULT_PRESET, preset, replace
 from .evaluate import WalkConfig, evaluate_run, headline, write_over_training
-from .grow import GROW_KEEP, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow
+from .grow import GROW_KEEP_MIN, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow
 from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
 
@@ -30,9 +30,9 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
              grow_steps=0):
     """Train the preset (several initialisations when it has the annealing gate, see
     sicref.tries), evaluate the chosen one, write figures. grow_steps > 0 adds the
-    second stage of sicref.grow when a lattice was caught: every unit but the GROW_KEEP
-    best of its 2 m modules freed, grow_steps more steps at T = 30, evaluated in
-    out/grow/evaluation.
+    second stage of sicref.grow when a lattice was caught: every unit but the best half
+    of its 2 m modules (sicref.grow.keep_count) freed, grow_steps more steps at T = 30,
+    evaluated in out/grow/evaluation.
 
     Returns the last evaluation's summary. Running it again on the same out continues
     an interrupted job (finished tries are not retrained); --overwrite starts over.
@@ -160,8 +160,9 @@ def add_run_commands(sub):
                    help=f"tries trained at the same time (default {DEFAULT_JOBS}: two, or "
                         f"one on a 1-core machine); the result does not depend on it")
     p.add_argument("--grow-steps", type=int, default=0, metavar="N",
-                   help="after the tries, free every unit of the caught lattice but its "
-                   f"{GROW_KEEP} best module units and train N more steps at T = "
+                   help="after the tries, free every unit of the caught lattice but "
+                   f"the best half of its module (at least {GROW_KEEP_MIN} units) and "
+                   f"train N more steps at T = "
                    f"{GROW_SEQ_LEN} (sicref.grow, docs/experiments.md); default 0: off")
     p.set_defaults(func=_cmd_run)
 

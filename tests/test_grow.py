@@ -9,7 +9,7 @@ import pytest
 import sicref.evaluate
 from sicref.checkpoint import load_checkpoint
 from sicref.config import preset, replace
-from sicref.grow import (GROW_LR, GROW_SEQ_LEN, free_units, grow, grow_config,
+from sicref.grow import (GROW_LR, GROW_SEQ_LEN, free_units, grow, grow_config, keep_count,
                          units_outside_modules, units_to_free)
 from sicref.model import transition_matrices
 from sicref.train import TrainingError, train
@@ -54,6 +54,19 @@ def test_only_the_best_module_units_are_kept():
         {"unit": i, "module": m} for i, m in enumerate(LABELS)]}}}
     with pytest.raises(ValueError, match="not an evaluation summary.*score60"):
         units_to_free(no_scores, 8)
+
+
+def test_the_stage_keeps_half_the_module_but_at_least_28_units():
+    assert [keep_count(m) for m in (0, 10, 28, 40, 56, 57, 63, 87, 91)] == \
+        [0, 10, 28, 28, 28, 28, 31, 43, 45]
+    # 128 units, 87 of them in the module (every third unit outside), scores by unit
+    labels = [-1 if i % 3 == 0 and i < 123 else 0 for i in range(128)]
+    assert labels.count(0) == 87
+    freed = units_to_free(summary_for(7, labels), 128)
+    module = [i for i, m in enumerate(labels) if m == 0]
+    assert sorted(set(range(128)) - set(freed)) == module[-43:]  # the 43 best scores
+    small = [0 if i < 20 else -1 for i in range(128)]  # a module of 20: all kept
+    assert list(units_to_free(summary_for(7, small), 128)) == list(range(20, 128))
 
 
 def test_the_stage_frees_the_units_outside_the_modules_and_trains_at_T30(source, tmp_path):
