@@ -118,6 +118,19 @@ def free_units(params, units, rng):
     return params
 
 
+def pick_checkpoint(rows):
+    """The step of the stage checkpoint that the main job evaluates, from the 2 m
+    readings of every checkpoint (rows as written by sicref.evaluate.write_over_training):
+    the most modules, then the highest grid fraction, then the later step. A second
+    module forms and fades over thousands of steps (docs/experiments.md, "The freeing
+    stage in the main job"); the readings and the evaluation use different walks."""
+    if not rows:
+        raise ValueError("no checkpoint readings to pick from")
+    best = max(rows, key=lambda r: (len(r["modules"]["periods"]), r["grid_fraction"],
+                                    r["step"]))
+    return best["step"]
+
+
 def grow_config(cfg, steps, seed):
     """The stage's config: cfg (the caught try's) at T = GROW_SEQ_LEN and a constant lr
     GROW_LR without the annealing gate, for `steps` steps from data seed `seed`."""

@@ -7,7 +7,8 @@ import time
 from .checkpoint import read_jsonl
 from .config import DEFAULT_PRESET, preset, replace
 from .evaluate import WalkConfig, evaluate_run, headline, write_over_training
-from .grow import GROW_KEEP_MIN, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow
+from .grow import (GROW_KEEP_MIN, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow,
+                   pick_checkpoint)
 from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
 
@@ -82,8 +83,9 @@ def _minutes(seconds):
 
 
 def grow_stage(row, summary, out, steps, seed, log):
-    """sicref.grow on the chosen try, then its evaluation (GROW_WALK, GROW_MODULES) in
-    the main arenas. Returns (evaluation dir, summary, headline lines), or None when no
+    """sicref.grow on the chosen try, then the 2 m readings of every checkpoint of the
+    grown network and the evaluation (GROW_WALK, GROW_MODULES, the main arenas) of the
+    one with the most modules (sicref.grow.pick_checkpoint). Returns (evaluation dir, summary, headline lines), or None when no
     try caught a lattice (nothing to grow beside)."""
     if row["status"] != "caught":
         log("grow: skipped, no try caught a lattice")
@@ -91,17 +93,24 @@ def grow_stage(row, summary, out, steps, seed, log):
     grow_out = os.path.join(out, "grow")
     run_dir, layout = grow(row["run_dir"], summary, grow_out, steps, seed, log=log)
     eval_dir = os.path.join(grow_out, "evaluation")
+    os.makedirs(eval_dir, exist_ok=True)
+    reading_walk = WalkConfig(GROW_WALK.n_walks // 2, GROW_WALK.n_steps)
+    log(f"gridness of every checkpoint of the grown network (2 m arena, "
+        f"{reading_walk.n_walks} walks of {reading_walk.n_steps} steps):")
+    rows = write_over_training(run_dir, eval_dir, 2.0, seed=seed, log=log,
+                               modules=GROW_MODULES, walk=reading_walk)
+    step, last = pick_checkpoint(rows), rows[-1]
     walk = f"{GROW_WALK.n_walks} walks of {GROW_WALK.n_steps} steps"
-    log(f"evaluating the grown network ({walk}, SAC and spectral periods within "
-        f"{GROW_MODULES.max_period_mismatch:.0%})")
-    grown = evaluate_run(run_dir, eval_dir, MAIN_ARENAS, seed=seed, overwrite=True,
-                         log=log, bin_size=MAIN_BIN_SIZE, walk=GROW_WALK,
-                         modules=GROW_MODULES)
-    log("gridness of every checkpoint of the grown network (2 m arena):")
-    write_over_training(run_dir, eval_dir, 2.0, seed=seed, log=log, modules=GROW_MODULES,
-                        walk=WalkConfig(GROW_WALK.n_walks // 2, GROW_WALK.n_steps))
-    lines = [f"grow: {len(layout['freed'])} units freed, trained to step {grown['step']} "
-             f"at T = {GROW_SEQ_LEN}; evaluated with {walk}:"] + headline(grown)
+    log(f"evaluating step {step}, the reading with the most modules ({walk}, SAC and "
+        f"spectral periods within {GROW_MODULES.max_period_mismatch:.0%})")
+    grown = evaluate_run(os.path.join(run_dir, "checkpoints", f"step_{step}.npz"),
+                         eval_dir, MAIN_ARENAS, seed=seed, overwrite=True, log=log,
+                         bin_size=MAIN_BIN_SIZE, walk=GROW_WALK, modules=GROW_MODULES)
+    periods = ", ".join(f"{p:.2f}" for p in last["modules"]["periods"]) or "none"
+    lines = [f"grow: {len(layout['freed'])} units freed, trained to step {last['step']} "
+             f"at T = {GROW_SEQ_LEN}; the last checkpoint reads {last['grid_fraction']:.0%} "
+             f"grid units, module periods m: {periods}; step {step} (most modules) "
+             f"evaluated with {walk}:"] + headline(grown)
     return eval_dir, grown, lines
 
 

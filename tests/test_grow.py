@@ -10,7 +10,7 @@ import sicref.evaluate
 from sicref.checkpoint import load_checkpoint
 from sicref.config import preset, replace
 from sicref.grow import (GROW_LR, GROW_SEQ_LEN, free_units, grow, grow_config, keep_count,
-                         units_outside_modules, units_to_free)
+                         pick_checkpoint, units_outside_modules, units_to_free)
 from sicref.model import transition_matrices
 from sicref.train import TrainingError, train
 
@@ -119,6 +119,19 @@ def test_a_stage_grown_from_something_else_is_refused(source, tmp_path):
         grow(str(source), summary_for(9), str(tmp_path / "new"), 4, seed=1, log=QUIET)
 
 
+def test_the_checkpoint_with_the_most_modules_is_picked():
+    def row(step, fraction, *periods):
+        return {"step": step, "grid_fraction": fraction, "modules": {"periods": list(periods)}}
+
+    rows = [row(1000, 0.9, 0.8), row(2000, 0.7, 0.5, 0.8), row(3000, 0.8, 0.5, 0.8),
+            row(4000, 0.95, 0.8)]
+    assert pick_checkpoint(rows) == 3000  # two modules beat a higher grid fraction
+    assert pick_checkpoint(rows[:1] + rows[3:]) == 4000
+    assert pick_checkpoint([row(1000, 0.5, 0.8), row(2000, 0.5, 0.8)]) == 2000  # later
+    with pytest.raises(ValueError, match="no checkpoint readings"):
+        pick_checkpoint([])
+
+
 def test_grow_config_changes_only_the_stage_settings():
     base = preset("laptop")
     cfg = grow_config(base, 6000, 7)
@@ -143,6 +156,10 @@ def test_main_job_with_a_caught_lattice_grows_and_evaluates(tmp_path, monkeypatc
     real = sicref.run.run_tries
     monkeypatch.setattr(sicref.run, "run_tries", lambda *a, **k: real(
         *a, **{**k, "launch": launch_in_process, "poll": 0.01}))
+    monkeypatch.setattr(sicref.grow, "GROW_CHECKPOINT_EVERY", 1)
+    picked = []
+    monkeypatch.setattr(sicref.run, "pick_checkpoint", lambda rows: picked.append(
+        [r["step"] for r in rows]) or 2)  # the stage evaluates the step it picks
     lines = []
     out = tmp_path / "main"
     summary = sicref.run.main_job("gated", str(out), tries=2, log=lines.append,
@@ -154,13 +171,17 @@ def test_main_job_with_a_caught_lattice_grows_and_evaluates(tmp_path, monkeypatc
     assert freed["source_step"] == caught["step"] == 10  # switch at 5, 5 more
     grown = json.loads((out / "grow/evaluation/summary.json").read_text())
     assert grown == json.loads(json.dumps(summary))
-    assert grown["step"] == 3 and set(grown["arenas"]) == {"2m", "3m", "4m"}
+    assert picked == [[1, 2, 3]]
+    assert grown["step"] == 2 and set(grown["arenas"]) == {"2m", "3m", "4m"}
+    assert grown["checkpoint"] == str(out / "grow/run/checkpoints/step_2.npz")
     assert (grown["walk"]["n_walks"], grown["walk"]["n_steps"]) == (800, 100)
     over = json.loads((out / "grow/evaluation/over_training.json").read_text())
     assert [(r["step"], r["walk"]["n_walks"], r["walk"]["n_steps"]) for r in over] == [
-        (3, 400, 100)]
-    assert (f"grow: {len(freed['freed'])} units freed, trained to step 3 at T = 30; "
-            f"evaluated with 800 walks of 100 steps:") in lines
+        (1, 400, 100), (2, 400, 100), (3, 400, 100)]
+    assert any(ln.startswith(f"grow: {len(freed['freed'])} units freed, trained to step 3 "
+                             f"at T = 30; the last checkpoint reads ") and
+               ln.endswith("; step 2 (most modules) evaluated with 800 walks of 100 steps:")
+               for ln in lines)
     assert lines[-1].startswith("main job:") and "grow/evaluation" in lines[-1]
 
 
