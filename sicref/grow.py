@@ -121,14 +121,19 @@ def free_units(params, units, rng):
 def pick_checkpoint(rows):
     """The step of the stage checkpoint that the main job evaluates, from the 2 m
     readings of every checkpoint (rows as written by sicref.evaluate.write_over_training):
-    the most modules, then the highest grid fraction, then the later step. A second
-    module forms and fades over thousands of steps (docs/experiments.md, "The freeing
-    stage in the main job"); the readings and the evaluation use different walks."""
+    the most modules, then the largest smallest module (the reading farthest from the
+    module-size rule's edge, where the count turns on the walks drawn), then the
+    highest grid fraction, then the later step. A second module forms and fades over
+    thousands of steps (docs/experiments.md, "The freeing stage in the main job"); the
+    readings and the evaluation use different walks."""
     if not rows:
         raise ValueError("no checkpoint readings to pick from")
-    best = max(rows, key=lambda r: (len(r["modules"]["periods"]), r["grid_fraction"],
-                                    r["step"]))
-    return best["step"]
+
+    def key(r):
+        sizes = r["modules"]["sizes"]
+        return len(sizes), min(sizes, default=0), r["grid_fraction"], r["step"]
+
+    return max(rows, key=key)["step"]
 
 
 def grow_config(cfg, steps, seed):

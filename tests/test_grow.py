@@ -120,14 +120,19 @@ def test_a_stage_grown_from_something_else_is_refused(source, tmp_path):
 
 
 def test_the_checkpoint_with_the_most_modules_is_picked():
-    def row(step, fraction, *periods):
-        return {"step": step, "grid_fraction": fraction, "modules": {"periods": list(periods)}}
+    def row(step, fraction, *sizes):
+        return {"step": step, "grid_fraction": fraction,
+                "modules": {"periods": [0.5 + 0.3 * i for i in range(len(sizes))],
+                            "sizes": list(sizes)}}
 
-    rows = [row(1000, 0.9, 0.8), row(2000, 0.7, 0.5, 0.8), row(3000, 0.8, 0.5, 0.8),
-            row(4000, 0.95, 0.8)]
-    assert pick_checkpoint(rows) == 3000  # two modules beat a higher grid fraction
-    assert pick_checkpoint(rows[:1] + rows[3:]) == 4000
-    assert pick_checkpoint([row(1000, 0.5, 0.8), row(2000, 0.5, 0.8)]) == 2000  # later
+    rows = [row(1000, 0.9, 100), row(2000, 0.93, 10, 90), row(3000, 0.85, 15, 81),
+            row(4000, 0.88, 14, 80), row(5000, 0.95, 110)]
+    assert pick_checkpoint(rows) == 3000  # two modules, the second one the largest
+    assert pick_checkpoint(rows[:2] + rows[4:]) == 2000  # two modules beat 95 %
+    assert pick_checkpoint([row(1, 0.9, 40), row(2, 0.9, 50)]) == 2
+    assert pick_checkpoint([row(1, 0.9, 50), row(2, 0.8, 50)]) == 1  # grid fraction
+    assert pick_checkpoint([row(1, 0.5, 50), row(2, 0.5, 50)]) == 2  # then the later
+    assert pick_checkpoint([row(1, 0.0), row(2, 0.1)]) == 2  # no module at all
     with pytest.raises(ValueError, match="no checkpoint readings"):
         pick_checkpoint([])
 
