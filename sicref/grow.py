@@ -8,9 +8,10 @@ outside it are silent or weakly tuned. Freed (fresh random recurrent connections
 start entries, every other parameter kept) and trained with SIC at T = 30 and a
 constant lr 1e-4, on main seeds 0 and 3 they formed a second, finer module beside the
 first within 5-10 thousand steps (commensurate: about sqrt(3) finer and turned by 30
-degrees), seen with 100-step evaluation walks (docs/analysis.md section 11). The
-stage's settings are the GROW_* constants below; everything else is the caught try's
-config.
+degrees), seen with 100-step evaluation walks (docs/analysis.md section 11). Such a
+module forms and fades over thousands of steps, so the main job evaluates the
+checkpoint whose 2 m reading has the most modules (pick_checkpoint). The stage's
+settings are the GROW_* constants below; everything else is the caught try's config.
 """
 
 import json
@@ -150,8 +151,7 @@ def grow_config(cfg, steps, seed):
 def grow(source, summary, out, steps, seed, log=print, keep=None):
     """Free the units of checkpoint `source` that `summary` (its evaluation) puts in no
     2 m module, and its module units beyond the `keep` best (units_to_free; None: the
-    stage's rule, keep_count), then train
-    `steps` steps (grow_config) into out/run. The freeing draws from `seed`, the data
+    stage's rule, keep_count), then train `steps` steps (grow_config) into out/run. The freeing draws from `seed`, the data
     stream too. Calling it again continues out/run (train.steps may grow); a run grown
     from another checkpoint, seed or other units, or an unreadable out/freed.json, is
     refused.
@@ -192,8 +192,7 @@ def grow(source, summary, out, steps, seed, log=print, keep=None):
         return run_dir, layout
     log(f"grow: freeing {len(units)} of {n} units of {path} (every unit but the "
         f"{n - len(units)} module units with the highest 2 m score60), then {steps} "
-        f"steps at T = "
-        f"{GROW_SEQ_LEN}, lr {GROW_LR:g} -> {run_dir}")
+        f"steps at T = {GROW_SEQ_LEN}, lr {GROW_LR:g} -> {run_dir}")
     start = os.path.join(out, "start.npz")
     params = free_units(state["params"], units, np.random.default_rng(seed))
     save_start_checkpoint(start, params, cfg, seed)

@@ -86,8 +86,9 @@ def _minutes(seconds):
 def grow_stage(row, summary, out, steps, seed, log):
     """sicref.grow on the chosen try, then the 2 m readings of every checkpoint of the
     grown network and the evaluation (GROW_WALK, GROW_MODULES, the main arenas) of the
-    one with the most modules (sicref.grow.pick_checkpoint). Returns (evaluation dir, summary, headline lines), or None when no
-    try caught a lattice (nothing to grow beside)."""
+    one with the most modules (sicref.grow.pick_checkpoint). Returns (evaluation dir,
+    summary, headline lines), or None when no try caught a lattice (nothing to grow
+    beside)."""
     if row["status"] != "caught":
         log("grow: skipped, no try caught a lattice")
         return None
@@ -171,9 +172,9 @@ def add_run_commands(sub):
                         f"one on a 1-core machine); the result does not depend on it")
     p.add_argument("--grow-steps", type=int, default=0, metavar="N",
                    help="after the tries, free every unit of the caught lattice but "
-                   f"the best half of its module (at least {GROW_KEEP_MIN} units) and "
-                   f"train N more steps at T = "
-                   f"{GROW_SEQ_LEN} (sicref.grow, docs/experiments.md); default 0: off")
+                   f"the best half of its module (at least {GROW_KEEP_MIN} units), train "
+                   f"N more steps at T = {GROW_SEQ_LEN} and evaluate the checkpoint with "
+                   "the most modules (sicref.grow, docs/experiments.md); default 0: off")
     p.set_defaults(func=_cmd_run)
 
 
