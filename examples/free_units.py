@@ -10,8 +10,8 @@ result is a sicref checkpoint (step 0, fresh AdamW state, the source's config un
     python examples/free_units.py runs/long_T60 --units even --out runs/freed.npz
 
 or every unit outside the modules that `sicref evaluate` (or `sicref run`) found in its
-2 m arena (`sicref run --grow-steps N` frees these and more: every unit but the best 28
-of the module, sicref.grow):
+2 m arena (`sicref run --grow-steps N` frees these and more: every unit but the best
+half of the module, at least 28, sicref.grow):
 
     python examples/free_units.py runs/main0/tries/try1_seed1000 \
         --units outside:runs/main0/evaluation/summary.json --out runs/freed.npz
