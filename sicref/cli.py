@@ -1,11 +1,29 @@
 """Command line: a thin layer over the library. `sicref <command> --help` for each."""
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 
 from .checkpoint import CheckpointError
 from .config import DEFAULT_PRESET, ConfigError, load_config, preset, replace
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def sigterm_exits():
+    """Inside the block SIGTERM (kill, a batch system) ends the command as Ctrl-C does,
+    by an exception, so that cleanup code runs: the commands that start training
+    processes stop them instead of leaving them to train on unwatched."""
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def config_from_args(args):

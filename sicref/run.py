@@ -1,7 +1,6 @@
 """The main job: train the default preset, then evaluate it in 2, 3 and 4 m arenas."""
 
 import os
-import signal
 import sys
 import time
 
@@ -178,17 +177,10 @@ def add_run_commands(sub):
     p.set_defaults(func=_cmd_run)
 
 
-def _exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 def _cmd_run(args):
-    # SIGTERM (kill, a batch system) ends the job as Ctrl-C does: the tries it started
-    # are stopped too instead of training on unwatched; a later call continues them.
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
+    from .cli import sigterm_exits
+
+    with sigterm_exits():  # a stopped job stops its tries; a later call continues them
         main_job(args.preset, args.out, args.seed, args.steps, args.overwrite,
                  tries=args.tries, jobs=args.jobs, grow_steps=args.grow_steps)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     return 0

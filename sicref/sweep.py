@@ -11,11 +11,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .checkpoint import atomic_write_text, read_jsonl
-from .cli import add_config_args, config_from_args
+from .cli import add_config_args, config_from_args, sigterm_exits
 from .config import config_to_dict, replace, save_config
 from .train import train_command
 
@@ -61,6 +62,32 @@ def grid_configs(base, overrides):
     return out
 
 
+# The training and evaluation processes running for sweep(), so that a stopped sweep
+# (Ctrl-C, SIGTERM) can stop them; once stopping, no new one starts.
+_children, _children_lock, _stopping = set(), threading.Lock(), [False]
+
+
+def _call(cmd, log, env):
+    """subprocess.call, registered in _children while it runs."""
+    with _children_lock:
+        if _stopping[0]:
+            return -15
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+        _children.add(proc)
+    try:
+        return proc.wait()
+    finally:
+        with _children_lock:
+            _children.discard(proc)
+
+
+def _stop_children():
+    with _children_lock:
+        _stopping[0] = True
+        for proc in _children:
+            proc.terminate()
+
+
 def _run_one(sweep_dir, name, cfg, arena, threads, max_seconds=None):
     run_dir = os.path.join(sweep_dir, name)
     eval_dir = os.path.join(run_dir, "evaluation")
@@ -73,12 +100,11 @@ def _run_one(sweep_dir, name, cfg, arena, threads, max_seconds=None):
     cmd, env = train_command(cfg_path, run_dir, threads, max_seconds)
     t0 = time.time()
     with open(os.path.join(sweep_dir, f"{name}.log"), "a") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=log, env=env)
+        rc = _call(cmd, log, env)
         if rc != 0:
             return {"name": name, "status": f"train failed (rc {rc})"}
-        rc = subprocess.call([sys.executable, "-m", "sicref", "evaluate", run_dir,
-                              "--arena", str(arena), "--out", eval_dir, "--overwrite"],
-                             stdout=log, stderr=log, env=env)
+        rc = _call([sys.executable, "-m", "sicref", "evaluate", run_dir, "--arena",
+                    str(arena), "--out", eval_dir, "--overwrite"], log, env)
         if rc != 0:
             return {"name": name, "status": f"evaluate failed (rc {rc})"}
     return _row(name, cfg, run_dir, summary_path, time.time() - t0)
@@ -130,7 +156,9 @@ def sweep(base, overrides, sweep_dir, jobs=2, threads=1, arena=2.0, max_seconds=
     configs = (one_at_a_time_configs if mode == "oat" else grid_configs)(base, overrides)
     os.makedirs(sweep_dir, exist_ok=True)
     log(f"sweep: {len(configs)} runs, {jobs} at a time -> {sweep_dir}")
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    _stopping[0] = False
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         futures = [pool.submit(_run_one, sweep_dir, n, c, arena, threads, max_seconds)
                    for n, c in configs]
         rows = []
@@ -141,6 +169,12 @@ def sweep(base, overrides, sweep_dir, jobs=2, threads=1, arena=2.0, max_seconds=
                 + (f", grid {r['grid_fraction']:.0%}, modules {r['n_modules']}"
                    if r["status"] == "done" else ""))
             write_table(sweep_dir, rows)
+    except BaseException:  # stopped (Ctrl-C, SIGTERM) or failed: stop the runs too
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_children()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     return rows
 
 
@@ -163,6 +197,7 @@ def _cmd_sweep(args):
     base = config_from_args(args)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    rows = sweep(base, args.overrides, args.out, args.jobs, args.threads, args.arena,
-                 args.max_seconds, args.mode)
+    with sigterm_exits():  # a stopped sweep stops its runs; a later call continues them
+        rows = sweep(base, args.overrides, args.out, args.jobs, args.threads, args.arena,
+                     args.max_seconds, args.mode)
     return 0 if all(r["status"] == "done" for r in rows) else 1

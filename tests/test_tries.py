@@ -1,7 +1,6 @@
 """The main job's tries: several initialisations, the first that catches a lattice."""
 
 import json
-import os
 
 import pytest
 
@@ -213,38 +212,3 @@ def test_progress_line_is_the_tries_latest(tmp_path):
     (tmp_path / "try0_seed0.log").write_text("x" * 5000 + "\n" + "\n".join(lines) + "\n")
     assert _last_progress_line(str(run)) == lines[2]
 
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
-def test_a_terminated_main_job_stops_its_tries(tmp_path):
-    """SIGTERM to `sicref run` stops the `sicref train` process it started."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    out = tmp_path / "main"
-    job = subprocess.Popen([sys.executable, "-m", "sicref", "run", "--preset", "tiny",
-                            "--steps", "1000000", "--out", str(out)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = out / "tries" / "try0_seed0" / "metrics.jsonl"
-    children = f"/proc/{job.pid}/task/{job.pid}/children"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.stat().st_size) and job.poll() is None:
-        assert time.monotonic() < deadline, "the try did not start"
-        time.sleep(0.2)
-    with open(children) as f:
-        pids = [int(p) for p in f.read().split()]
-    assert len(pids) == 1  # the try's `sicref train`
-    job.send_signal(signal.SIGTERM)
-    assert job.wait(timeout=60) == 128 + signal.SIGTERM
-    deadline = time.monotonic() + 30
-    while os.path.exists(f"/proc/{pids[0]}") and time.monotonic() < deadline:
-        time.sleep(0.1)  # the try has been terminated; give the kernel a moment
-    try:
-        with open(f"/proc/{pids[0]}/stat") as f:
-            state = f.read().split(") ")[1][0]
-    except FileNotFoundError:
-        state = "gone"
-    if state not in ("gone", "Z"):
-        os.kill(pids[0], signal.SIGKILL)  # leave nothing running behind a failed test
-    assert state in ("gone", "Z"), f"the try's process {pids[0]} is still running ({state})"
