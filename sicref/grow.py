@@ -151,10 +151,10 @@ def grow_config(cfg, steps, seed):
 def grow(source, summary, out, steps, seed, log=print, keep=None):
     """Free the units of checkpoint `source` that `summary` (its evaluation) puts in no
     2 m module, and its module units beyond the `keep` best (units_to_free; None: the
-    stage's rule, keep_count), then train `steps` steps (grow_config) into out/run. The freeing draws from `seed`, the data
-    stream too. Calling it again continues out/run (train.steps may grow); a run grown
-    from another checkpoint, seed or other units, or an unreadable out/freed.json, is
-    refused.
+    stage's rule, keep_count), then train `steps` steps (grow_config) into out/run. The
+    freeing draws from `seed`, the data stream too. Calling it again continues out/run
+    (train.steps may grow); a run grown from another checkpoint, seed or other units,
+    or an unreadable out/freed.json, is refused.
 
     Returns (run directory, layout dict: source, step, freed units)."""
     from .train import TrainingError, train

@@ -9,6 +9,7 @@ latest checkpoint.
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -63,15 +64,15 @@ def grid_configs(base, overrides):
 
 
 # The training and evaluation processes running for sweep(), so that a stopped sweep
-# (Ctrl-C, SIGTERM) can stop them; once stopping, no new one starts.
-_children, _children_lock, _stopping = set(), threading.Lock(), [False]
+# (Ctrl-C, SIGTERM) can stop them; once _stopping is set, no new one starts.
+_children, _children_lock, _stopping = set(), threading.Lock(), threading.Event()
 
 
 def _call(cmd, log, env):
     """subprocess.call, registered in _children while it runs."""
     with _children_lock:
-        if _stopping[0]:
-            return -15
+        if _stopping.is_set():
+            return -signal.SIGTERM
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
         _children.add(proc)
     try:
@@ -83,7 +84,7 @@ def _call(cmd, log, env):
 
 def _stop_children():
     with _children_lock:
-        _stopping[0] = True
+        _stopping.set()
         for proc in _children:
             proc.terminate()
 
@@ -156,7 +157,7 @@ def sweep(base, overrides, sweep_dir, jobs=2, threads=1, arena=2.0, max_seconds=
     configs = (one_at_a_time_configs if mode == "oat" else grid_configs)(base, overrides)
     os.makedirs(sweep_dir, exist_ok=True)
     log(f"sweep: {len(configs)} runs, {jobs} at a time -> {sweep_dir}")
-    _stopping[0] = False
+    _stopping.clear()
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         futures = [pool.submit(_run_one, sweep_dir, n, c, arena, threads, max_seconds)

@@ -211,4 +211,3 @@ def test_progress_line_is_the_tries_latest(tmp_path):
              "step 200/10000 | total 0.09 | lr 1.00e-03 | 21.0 steps/s | ETA 7m"]
     (tmp_path / "try0_seed0.log").write_text("x" * 5000 + "\n" + "\n".join(lines) + "\n")
     assert _last_progress_line(str(run)) == lines[2]
-
