@@ -7,6 +7,8 @@ lattice: python examples/gate_scan.py RUN_DIR --start 3000 --stop 6000 --every 1
 the gate reads the run's own checkpoints step_<k>.npz for k = start, start + every, ...
 (section 4: the 32 tries of runs/r13 that gave up, read at 2000-3500:
 python examples/gate_scan.py RUN_DIR --start 2000 --stop 3500 --every 500 --stored).
+--walks and --walk-steps replace the run's optim.anneal_walks and anneal_walk_steps
+(section 4, shorter walks: --walks 400 --walk-steps 100).
 """
 
 import argparse
@@ -27,14 +29,24 @@ def main():
     p.add_argument("--lr", type=float, help="learning rate from --start on")
     p.add_argument("--stored", action="store_true",
                    help="read the stored checkpoints instead of training")
+    p.add_argument("--walks", type=int, help="walks per reading (default: the run's)")
+    p.add_argument("--walk-steps", type=int, help="steps per walk (default: the run's)")
     a = p.parse_args()
     if a.every < 1 or a.stop < a.start or (a.stop == a.start and not a.stored):
         p.error("need --every >= 1 and --stop > --start (>= with --stored)")
+    if (a.walks is not None and a.walks < 1) or (a.walk_steps is not None
+                                                 and a.walk_steps < 1):
+        p.error("--walks and --walk-steps must be >= 1")
+
+    def read(params, cfg):
+        o = cfg.optim
+        return grid_check(params, cfg, n_walks=a.walks or o.anneal_walks,
+                          n_steps=a.walk_steps or o.anneal_walk_steps)
+
     if a.stored:
         for step in range(a.start, a.stop + 1, a.every):
             state = load_checkpoint(f"{a.run_dir}/checkpoints/step_{step}.npz")
-            fraction, median = grid_check(state["params"], state["config"],
-                                          n_walks=state["config"].optim.anneal_walks)
+            fraction, median = read(state["params"], state["config"])
             print(f"step {step}: grid fraction {fraction:.3f}, median score60 {median:.2f}",
                   flush=True)
         return
@@ -48,7 +60,7 @@ def main():
     for step in range(a.start + 1, a.stop + 1):
         params, opt, plateau, _ = train_step(params, opt, plateau, rng, cfg, step)
         if step % a.every == 0:
-            fraction, median = grid_check(params, cfg, n_walks=cfg.optim.anneal_walks)
+            fraction, median = read(params, cfg)
             print(f"step {step}: grid fraction {fraction:.2f}, median score60 {median:.2f}",
                   flush=True)
 

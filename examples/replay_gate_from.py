@@ -1,12 +1,14 @@
-"""Replay a run with the annealing gate reading from another step: the run's checkpoint
-at --from is copied into OUT with optim.anneal_check_from = --check-from and resumed
-(same parameters, AdamW state and data stream), so OUT is the run the config with that
-setting would have given, from --from on (tests/test_anneal.py checks this against a
-run trained with the setting from the start).
+"""Replay a run with the annealing gate changed: the run's checkpoint at --from is
+copied into OUT with optim.anneal_check_from = --check-from (and any --set changes) and
+resumed (same parameters, AdamW state and data stream), so OUT is the run the config
+with those settings would have given, from --from on (tests/test_anneal.py checks this
+against a run trained with the setting from the start).
 
 Used in docs/experiments.md section 4 for tries that gave up although an early gate
 reading was above the threshold:
 python examples/replay_gate_from.py runs/r13/seed=2/tries/try8_seed8002 OUT --from 2000 --check-from 2500
+and for lattices the gate opened on but did not confirm, with another annealing:
+python examples/replay_gate_from.py RUN OUT --from 2000 --check-from 2500 --set optim.anneal_lr=3e-5
 """
 
 import argparse
@@ -15,10 +17,11 @@ import shutil
 
 from sicref import checkpoint as ck
 from sicref.config import replace
+from sicref.sweep import parse_override
 from sicref.train import train
 
 
-def replay(run_dir, out, start, check_from, log=None):
+def replay(run_dir, out, start, check_from, log=None, sets=()):
     state = ck.load_checkpoint(os.path.join(run_dir, "checkpoints", f"step_{start}.npz"))
     if state["schedule"]["stage"] != 1:
         raise ValueError(f"{run_dir}: the gate had already opened at step {start}")
@@ -26,7 +29,13 @@ def replay(run_dir, out, start, check_from, log=None):
         raise ValueError(f"--check-from ({check_from}) must be after --from ({start})")
     if os.path.exists(out):
         raise ValueError(f"{out} exists; choose a new directory")
-    cfg = replace(state["config"], optim={"anneal_check_from": check_from})
+    changes = {"optim": {"anneal_check_from": check_from}}
+    for text in sets:
+        section, field, values = parse_override(text, state["config"])
+        if len(values) != 1:
+            raise ValueError(f"--set {text!r}: give one value")
+        changes.setdefault(section, {})[field] = values[0]
+    cfg = replace(state["config"], **changes)
     os.makedirs(os.path.join(out, "checkpoints"))
     shutil.copy(os.path.join(run_dir, "metrics.jsonl"), os.path.join(out, "metrics.jsonl"))
     path = os.path.join(out, "checkpoints", f"step_{start}.npz")
@@ -42,9 +51,11 @@ def main():
     p.add_argument("--from", dest="start", type=int, required=True,
                    help="a step with a checkpoint, before the gate opened")
     p.add_argument("--check-from", type=int, required=True)
+    p.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="more config changes, e.g. optim.anneal_lr=3e-5")
     a = p.parse_args()
     try:
-        replay(a.run_dir, a.out, a.start, a.check_from)
+        replay(a.run_dir, a.out, a.start, a.check_from, sets=a.set)
     except ValueError as e:
         p.error(str(e))
 

@@ -80,7 +80,7 @@ class OptimConfig:
     lr_drop_factor: float = 0.1
     # Optional gridness-gated annealing (ours; docs/experiments.md has why). Every
     # anneal_check_every steps the run scores its own ratemaps in a 2 m arena
-    # (anneal_walks random walks, SPEC §7). The first time the fraction of units with
+    # (anneal_walks random walks of anneal_walk_steps steps, SPEC §7). The first time the fraction of units with
     # score60 > 0.3 reaches anneal_grid_fraction, AdamW restarts from zero moments at
     # lr = anneal_lr, and the run ends anneal_steps later (or at train.steps, if that
     # comes first). After the switch the lr halves every anneal_half_life steps (0: it
@@ -96,6 +96,7 @@ class OptimConfig:
     anneal_check_every: int = 500
     anneal_steps: int = 4000
     anneal_walks: int = 100
+    anneal_walk_steps: int = 400
     anneal_half_life: int = 0
     anneal_give_up: int = 0
     anneal_confirm: int = 0
@@ -324,6 +325,7 @@ def validate(cfg):
     _check_range("optim.anneal_check_every", o.anneal_check_every, int, 1)
     _check_range("optim.anneal_steps", o.anneal_steps, int, 1)
     _check_range("optim.anneal_walks", o.anneal_walks, int, 1)
+    _check_range("optim.anneal_walk_steps", o.anneal_walk_steps, int, 1)
     _check_range("optim.anneal_half_life", o.anneal_half_life, int, 0)
     _check_range("optim.anneal_give_up", o.anneal_give_up, int, 0)
     _check_range("optim.anneal_confirm", o.anneal_confirm, int, 0)

@@ -289,11 +289,11 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
     return summary, arrays
 
 
-def grid_check(params, cfg, arena_size=2.0, n_walks=100, seed=0):
+def grid_check(params, cfg, arena_size=2.0, n_walks=100, seed=0, n_steps=400):
     """A quick gridness reading during training: (grid fraction, median score60 of
-    active units) in one arena, from n_walks walks drawn from their own seeded
-    generator (the training data stream is not touched)."""
-    walk = WalkConfig(n_walks=n_walks)
+    active units) in one arena, from n_walks walks of n_steps steps drawn from their
+    own seeded generator (the training data stream is not touched)."""
+    walk = WalkConfig(n_walks=n_walks, n_steps=n_steps)
     summary, _ = analyse_arena(params, cfg, arena_size, np.random.default_rng(seed), walk=walk)
     return summary["grid_fraction"], summary["median_score60_active"]
 

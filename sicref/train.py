@@ -310,7 +310,8 @@ def _check_gridness(params, cfg, step, path, log, schedule):
 
     o = cfg.optim
     t = time.perf_counter()
-    fraction, median = grid_check(params, cfg, n_walks=o.anneal_walks)
+    fraction, median = grid_check(params, cfg, n_walks=o.anneal_walks,
+                                  n_steps=o.anneal_walk_steps)
     seconds = time.perf_counter() - t
     at_threshold = fraction >= o.anneal_grid_fraction
     new = dict(schedule)

@@ -26,7 +26,7 @@ def scripted_gate(monkeypatch):
     """grid_check reads 0 before step 10 and 0.5 from then on (counted by calls)."""
     calls = []
 
-    def fake(params, cfg, arena_size=2.0, n_walks=100, seed=0):
+    def fake(params, cfg, arena_size=2.0, n_walks=100, seed=0, n_steps=400):
         calls.append(n_walks)
         step = 5 * len(calls)
         return (0.5 if step >= 10 else 0.0), 0.1
@@ -95,7 +95,7 @@ def test_switch_equals_a_hand_made_restart(tmp_path, scripted_gate, half_life):
 @pytest.mark.parametrize("stop_at", [8, 10, 15])
 def test_resume_before_at_or_after_the_switch_equals_an_uninterrupted_run(
         tmp_path, monkeypatch, stop_at):
-    def gate(params, cfg, arena_size=2.0, n_walks=100, seed=0):
+    def gate(params, cfg, arena_size=2.0, n_walks=100, seed=0, n_steps=400):
         # depends on the parameters only, so resumed runs see the same readings
         return (0.5 if abs(params["g0_raw"]).sum() > gate.level else 0.0), 0.1
 
@@ -214,7 +214,7 @@ def scripted(monkeypatch, fractions):
     """grid_check returns fractions[k] at its k-th call (the gate's readings)."""
     calls = []
 
-    def fake(params, cfg, arena_size=2.0, n_walks=100, seed=0):
+    def fake(params, cfg, arena_size=2.0, n_walks=100, seed=0, n_steps=400):
         calls.append(1)
         return fractions[len(calls) - 1], 0.1
 
@@ -263,7 +263,7 @@ def test_a_lattice_not_seen_again_after_the_switch_ends_the_run(
 
 
 def test_resume_across_a_give_up_equals_an_uninterrupted_run(tmp_path, monkeypatch):
-    def gate(params, cfg, arena_size=2.0, n_walks=100, seed=0):
+    def gate(params, cfg, arena_size=2.0, n_walks=100, seed=0, n_steps=400):
         return 0.0, 0.1  # never opens
 
     monkeypatch.setattr(sicref.evaluate, "grid_check", gate)
@@ -329,3 +329,62 @@ def test_replaying_a_run_with_an_earlier_gate_equals_training_with_it(tmp_path, 
         example.replay(str(tmp_path / "late"), str(tmp_path / "replay"), 5, 10)
     with pytest.raises(ValueError, match="must be after"):
         example.replay(str(tmp_path / "late"), str(tmp_path / "other"), 5, 5)
+
+
+def test_replaying_with_another_annealing_lr_equals_training_with_it(tmp_path, monkeypatch):
+    # examples/replay_gate_from.py --set: the same run with anneal_lr changed, replayed
+    # from a checkpoint before the gate opened, is the run trained with that anneal_lr
+    import importlib.util
+
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "replay_gate_from", Path(__file__).resolve().parents[1] / "examples/replay_gate_from.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    kw = dict(steps=40, anneal_give_up=20, anneal_confirm=2, anneal_check_from=10)
+    scripted(monkeypatch, [0.5, 0.5, 0.5])
+    direct = train(anneal_cfg(anneal_lr=3e-5, **kw), tmp_path / "direct", **QUIET)
+    scripted(monkeypatch, [0.5, 0.5, 0.5])
+    original = train(anneal_cfg(**kw), tmp_path / "original", **QUIET)
+    assert not params_equal(direct, original)
+    scripted(monkeypatch, [0.5, 0.5, 0.5])
+    replayed = example.replay(str(tmp_path / "original"), str(tmp_path / "replay"), 5, 10,
+                              log=QUIET["log"], sets=["optim.anneal_lr=3e-5"])
+    assert params_equal(direct, replayed)
+    assert load_checkpoint(tmp_path / "replay")["config"].optim.anneal_lr == 3e-5
+    with pytest.raises(ValueError, match="unknown config field"):
+        example.replay(str(tmp_path / "original"), str(tmp_path / "bad"), 5, 10,
+                       sets=["optim.anneal_rate=3e-5"])
+    with pytest.raises(ValueError, match="one value"):
+        example.replay(str(tmp_path / "original"), str(tmp_path / "bad2"), 5, 10,
+                       sets=["optim.anneal_lr=3e-5,1e-5"])
+
+
+def test_the_gate_reads_with_its_walk_count_and_length(tmp_path, monkeypatch):
+    seen = []
+
+    def fake(params, cfg, arena_size=2.0, n_walks=100, seed=0, n_steps=400):
+        seen.append((n_walks, n_steps))
+        return 0.0, 0.1
+
+    monkeypatch.setattr(sicref.evaluate, "grid_check", fake)
+    train(anneal_cfg(steps=10, anneal_walks=7, anneal_walk_steps=33), tmp_path / "run",
+          **QUIET)
+    assert seen == [(7, 33), (7, 33)]
+
+
+def test_grid_check_walks_have_the_length_asked_for():
+    from sicref.evaluate import WalkConfig, analyse_arena
+    from sicref.model import init_params
+
+    cfg = preset("tiny")
+    params = init_params(np.random.default_rng(3), cfg.model.n_units, cfg.model.hidden)
+    for n_steps in (50, 120):
+        summary, _ = analyse_arena(params, cfg, 2.0, np.random.default_rng(0),
+                                   walk=WalkConfig(n_walks=6, n_steps=n_steps))
+        got = grid_check(params, cfg, n_walks=6, n_steps=n_steps)
+        assert got[0] == summary["grid_fraction"]
+        assert got[1] == summary["median_score60_active"] or (
+            np.isnan(got[1]) and np.isnan(summary["median_score60_active"]))

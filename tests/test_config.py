@@ -46,6 +46,7 @@ INVALID = [
     ("optim", "anneal_lr", -1e-4), ("optim", "anneal_grid_fraction", 0.0),
     ("optim", "anneal_grid_fraction", 1.5), ("optim", "anneal_check_every", 0),
     ("optim", "anneal_steps", 0), ("optim", "anneal_walks", 0),
+    ("optim", "anneal_walk_steps", 0),
     ("optim", "anneal_half_life", -1), ("optim", "anneal_half_life", 1.5),
     ("optim", "anneal_give_up", -500), ("optim", "anneal_give_up", 750),
     ("optim", "anneal_confirm", -1), ("optim", "anneal_confirm", 1.0),

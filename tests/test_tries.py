@@ -78,7 +78,7 @@ def gate_by_seed(monkeypatch):
 
     marks = {}
 
-    def fake(params, cfg, arena_size=2.0, n_walks=100, seed=0):
+    def fake(params, cfg, arena_size=2.0, n_walks=100, seed=0, n_steps=400):
         return (0.5 if fake.lookup(params) in fake.catch else 0.0), 0.1
 
     def lookup(params):
