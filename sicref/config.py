@@ -160,6 +160,10 @@ def _preset_laptop():
     initialisation (sicref.tries). train.steps = 7500 = 4500 + 3000 is the longest run.
     Readings start at 2500 rather than 4000 because some lattices form and shear away
     before 4000 (docs/experiments.md section 4); caught that early they keep more units.
+    Each reading uses 400 walks of 100 steps (the evaluation's walks are 400 steps):
+    over long walks a network's small drift smears and shears a lattice's ratemaps, so
+    400-step readings of one lattice flicker between 0 and 60 % and missed lattices that
+    100-step readings see (docs/experiments.md section 4, "Shorter walks for the gate").
     lambda_cap 0.5 rather than 0.25: the paper's value; 11 of 55 initialisations caught
     a lattice against 5 of 34 (no clear difference), and both gave 4 of 5 main seeds
     (docs/results.md).
@@ -172,8 +176,9 @@ def _preset_laptop():
         loss=LossConfig(sigma_g=0.5, lambda_cap=0.5, method="fast"),
         optim=OptimConfig(lr=1e-3, clip_norm=1.0, accumulation=1, plateau_window=1000,
                           plateau_patience=5, anneal_lr=1e-4, anneal_grid_fraction=0.15,
-                          anneal_check_every=500, anneal_steps=3000, anneal_walks=100,
-                          anneal_half_life=1000, anneal_check_from=2500,
+                          anneal_check_every=500, anneal_steps=3000, anneal_walks=400,
+                          anneal_walk_steps=100, anneal_half_life=1000,
+                          anneal_check_from=2500,
                           anneal_give_up=4500, anneal_confirm=2),
         train=TrainConfig(steps=7500, log_every=100, checkpoint_every=500),
     )
