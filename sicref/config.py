@@ -80,17 +80,17 @@ class OptimConfig:
     lr_drop_factor: float = 0.1
     # Optional gridness-gated annealing (ours; docs/experiments.md has why). Every
     # anneal_check_every steps the run scores its own ratemaps in a 2 m arena
-    # (anneal_walks random walks of anneal_walk_steps steps, SPEC §7). The first time
-    # the fraction of units with score60 > 0.3 reaches anneal_grid_fraction, AdamW
-    # restarts from zero moments at lr = anneal_lr, and the run ends anneal_steps later
-    # (or at train.steps, if that comes first). After the switch the lr halves every anneal_half_life steps (0: it
-    # stays at anneal_lr) and the readings go on, for the record. anneal_lr = 0 turns
-    # annealing off. anneal_check_from: the first step with a reading (readings
-    # before it are skipped; 0: from the start). Two ways for a run to give up early
-    # (0 turns each off): no switch by step anneal_give_up (a multiple of
-    # anneal_check_every), or none of the anneal_confirm readings after the switch at
-    # the threshold again (a lattice that came and went). A run that gave up ends
-    # there; `sicref run` then tries another initialisation.
+    # (anneal_walks random walks of anneal_walk_steps steps, SPEC §7). The first time the
+    # fraction of units with score60 > 0.3 reaches anneal_grid_fraction, AdamW restarts
+    # from zero moments at lr = anneal_lr, and the run ends anneal_steps later (or at
+    # train.steps, if that comes first). After the switch the lr halves every
+    # anneal_half_life steps (0: it stays at anneal_lr) and the readings go on, for the
+    # record. anneal_lr = 0 turns annealing off. anneal_check_from: the first step with a
+    # reading (readings before it are skipped; 0: from the start). Two ways for a run to
+    # give up early (0 turns each off): no switch by step anneal_give_up (a multiple of
+    # anneal_check_every), or none of the anneal_confirm readings after the switch at the
+    # threshold again (a lattice that came and went). A run that gave up ends there;
+    # `sicref run` then tries another initialisation.
     anneal_lr: float = 0.0
     anneal_grid_fraction: float = 0.15
     anneal_check_every: int = 500
