@@ -12,14 +12,16 @@ from .grow import (GROW_KEEP_MIN, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow,
 from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
 
-# Ten tries: a pair of failed tries takes about 3 minutes on 2 cores, so ten take
-# about 17 with the evaluation, 19 when the last pair catches a lattice
-# (docs/results.md); at about one catch in five, ten tries catch one 9 times in 10.
+# Ten tries: a pair of failed tries takes about 3 minutes on 2 cores (5 on a slower
+# machine), so ten take about 17 with the evaluation, 19 when the last pair catches a
+# lattice (docs/results.md); at about one catch in six (9 of 57 tries over main seeds
+# 0-8 on the slower machine), ten tries catch one about 8 times in 10.
 DEFAULT_TRIES = 10
 DEFAULT_JOBS = min(2, os.cpu_count() or 1)  # tries side by side, one core each
 # The main job's default seed. Whether an initialisation catches a lattice is chance-
-# like (about one in five with the laptop preset); seed 0's first try does, so the
-# default command shows one in about 7 minutes. docs/results.md reports seeds 0-4 alike.
+# like (about one in six with the laptop preset); seed 0's first or second try does
+# (it depends on the machine), so the default command shows one in about 7 minutes.
+# docs/results.md reports the other seeds alike.
 DEFAULT_SEED = 0
 
 MAIN_ARENAS = (2.0, 3.0, 4.0)
