@@ -218,8 +218,14 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
     def save(step):
         path = os.path.join(ckpt_dir, f"step_{step}.npz")
         args = (step, params, opt_state, plateau, rng.bit_generator.state, cfg, schedule)
-        ckpt.save_checkpoint(path, *args)
-        ckpt.save_checkpoint(os.path.join(ckpt_dir, "latest.npz"), *args)
+        try:
+            ckpt.save_checkpoint(path, *args)
+            ckpt.save_checkpoint(os.path.join(ckpt_dir, "latest.npz"), *args)
+        except OSError as e:  # a full disk, say: the write is atomic, nothing is half
+            where = last_good or "none (no checkpoint written yet)"
+            raise TrainingError(f"could not write the checkpoint of step {step} "
+                                f"({e.strerror or e}); training stopped. Last good "
+                                f"checkpoint: {where}") from None
         return path
 
     t0, steps_done = time.perf_counter(), 0

@@ -311,3 +311,29 @@ def test_threads_option_reexecutes_with_the_blas_thread_count(monkeypatch, tmp_p
     assert (out / "checkpoints" / "latest.npz").exists()
     assert cli.main(["train", "--preset", "tiny", "--out", str(tmp_path / "x"),
                      "--threads", "0"]) == 2
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_training_with_the_last_good_one(
+        tmp_path, monkeypatch):
+    import errno
+
+    import sicref.checkpoint
+
+    real = sicref.checkpoint.save_checkpoint
+    calls = []
+
+    def full_disk(path, *args):
+        calls.append(path)
+        if len(calls) > 2:  # step 5 (step_5.npz, latest.npz) is written, step 10 is not
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, *args)
+
+    monkeypatch.setattr(sicref.checkpoint, "save_checkpoint", full_disk)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError) as info:
+        train(tiny(steps=15, checkpoint_every=5), out, **QUIET)
+    message = str(info.value)
+    assert "step 10" in message and "No space left on device" in message
+    assert str(out / "checkpoints" / "step_5.npz") in message
+    assert load_checkpoint(out / "checkpoints" / "latest.npz")["step"] == 5
+    assert not (out / "checkpoints" / "step_10.npz").exists()
