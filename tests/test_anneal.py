@@ -295,10 +295,8 @@ def test_readings_start_at_check_from(tmp_path, monkeypatch):
     assert load_checkpoint(out)["step"] == 20
 
 
-def test_replaying_a_run_with_an_earlier_gate_equals_training_with_it(tmp_path, monkeypatch):
-    # examples/replay_gate_from.py: a run that read from step 15 and gave up, replayed
-    # from its step-5 checkpoint with readings from step 10, is the run trained with
-    # readings from step 10 from the start
+def replay_example():
+    """examples/replay_gate_from.py as a module."""
     import importlib.util
 
     from pathlib import Path
@@ -307,6 +305,14 @@ def test_replaying_a_run_with_an_earlier_gate_equals_training_with_it(tmp_path, 
         "replay_gate_from", Path(__file__).resolve().parents[1] / "examples/replay_gate_from.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
+    return example
+
+
+def test_replaying_a_run_with_an_earlier_gate_equals_training_with_it(tmp_path, monkeypatch):
+    # examples/replay_gate_from.py: a run that read from step 15 and gave up, replayed
+    # from its step-5 checkpoint with readings from step 10, is the run trained with
+    # readings from step 10 from the start
+    example = replay_example()
 
     kw = dict(steps=40, anneal_give_up=20, anneal_confirm=2)
     scripted(monkeypatch, [0.5, 0.5, 0.5])
@@ -334,14 +340,7 @@ def test_replaying_a_run_with_an_earlier_gate_equals_training_with_it(tmp_path, 
 def test_replaying_with_another_annealing_lr_equals_training_with_it(tmp_path, monkeypatch):
     # examples/replay_gate_from.py --set: the same run with anneal_lr changed, replayed
     # from a checkpoint before the gate opened, is the run trained with that anneal_lr
-    import importlib.util
-
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "replay_gate_from", Path(__file__).resolve().parents[1] / "examples/replay_gate_from.py")
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = replay_example()
 
     kw = dict(steps=40, anneal_give_up=20, anneal_confirm=2, anneal_check_from=10)
     scripted(monkeypatch, [0.5, 0.5, 0.5])
