@@ -122,6 +122,11 @@ def build_parser():
     for register in (add_interchange_commands, add_evaluate_commands, add_run_commands,
                      add_sweep_commands):
         register(sub)
+    # `sicref COMMAND --help` opens with the line the command list shows for it.
+    for action in sub._choices_actions:
+        command = sub.choices[action.dest]
+        if command.description is None:
+            command.description = action.help
     return parser
 
 

@@ -157,12 +157,18 @@ def gate_lines(run_dir, cfg):
 
 
 def add_run_commands(sub):
-    p = sub.add_parser("run", help="main job: train the default preset, evaluate, figures")
-    p.add_argument("--preset", default=DEFAULT_PRESET)
-    p.add_argument("--out", default="runs/default", metavar="DIR")
+    p = sub.add_parser("run", help="main job: train the default preset, evaluate, figures",
+                       description="The main job: train up to --tries initialisations of "
+                       "the preset until one catches a grid lattice, evaluate it in 2, 3 "
+                       "and 4 m arenas and write figures and summary.json under "
+                       "DIR/evaluation. Calling it again continues an interrupted job.")
+    p.add_argument("--preset", default=DEFAULT_PRESET,
+                   help=f"config preset (default {DEFAULT_PRESET})")
+    p.add_argument("--out", default="runs/default", metavar="DIR",
+                   help="run directory (default runs/default)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED,
                    help=f"first try's seed (default {DEFAULT_SEED}, see docs/results.md)")
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int, help="each try's train.steps (default: the preset's)")
     p.add_argument("--overwrite", action="store_true",
                    help="start over instead of continuing a run found in DIR")
     p.add_argument("--tries", type=int, default=DEFAULT_TRIES,

@@ -337,3 +337,17 @@ def test_a_checkpoint_that_cannot_be_written_stops_training_with_the_last_good_o
     assert str(out / "checkpoints" / "step_5.npz") in message
     assert load_checkpoint(out / "checkpoints" / "latest.npz")["step"] == 5
     assert not (out / "checkpoints" / "step_10.npz").exists()
+
+
+def test_every_command_help_opens_with_a_description(capsys):
+    from sicref.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"train", "run", "evaluate", "sweep"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        out = capsys.readouterr().out
+        # the usage block, a blank line, then the description
+        description = out.split("\n\n")[1].strip()
+        assert description and not description.startswith(("options", "positional")), name
