@@ -10,7 +10,8 @@ constant lr 1e-4, on main seeds 0 and 3 they formed a second, finer module besid
 first within 5-10 thousand steps (commensurate: about sqrt(3) finer and turned by 30
 degrees), seen with 100-step evaluation walks (docs/analysis.md section 11). Such a
 module forms and fades over thousands of steps, so the main job evaluates the
-checkpoint whose 2 m reading has the most modules (pick_checkpoint). The stage's
+checkpoint whose 2 m reading has the most modules, or the last one where no reading
+has two (pick_checkpoint). The stage's
 settings are the GROW_* constants below; everything else is the caught try's config.
 """
 
@@ -126,9 +127,13 @@ def pick_checkpoint(rows):
     module-size rule's edge, where the count turns on the walks drawn), then the
     highest grid fraction, then the later step. A second module forms and fades over
     thousands of steps (docs/experiments.md, "The freeing stage in the main job"); the
-    readings and the evaluation use different walks."""
+    readings and the evaluation use different walks. Where no reading has two modules
+    there is nothing to select for, and the last step is picked: the network after all
+    the stage's training, not an early checkpoint that is still changing."""
     if not rows:
         raise ValueError("no checkpoint readings to pick from")
+    if max(len(r["modules"]["sizes"]) for r in rows) < 2:
+        return max(r["step"] for r in rows)
 
     def key(r):
         sizes = r["modules"]["sizes"]

@@ -87,7 +87,8 @@ def _minutes(seconds):
 def grow_stage(row, summary, out, steps, seed, log):
     """sicref.grow on the chosen try, then the 2 m readings of every checkpoint of the
     grown network and the evaluation (GROW_WALK, GROW_MODULES, the main arenas) of the
-    one with the most modules (sicref.grow.pick_checkpoint). Returns (evaluation dir,
+    one with the most modules, or the last where none has two
+    (sicref.grow.pick_checkpoint). Returns (evaluation dir,
     summary, headline lines), or None when no try caught a lattice (nothing to grow
     beside)."""
     if row["status"] != "caught":
@@ -103,8 +104,10 @@ def grow_stage(row, summary, out, steps, seed, log):
     rows = write_over_training(run_dir, eval_dir, 2.0, seed=seed, log=log,
                                modules=GROW_MODULES, walk=reading_walk)
     step, last = pick_checkpoint(rows), rows[-1]
+    why = ("most modules" if max(len(r["modules"]["sizes"]) for r in rows) >= 2
+           else "the last; no reading has two modules")
     walk = f"{GROW_WALK.n_walks} walks of {GROW_WALK.n_steps} steps"
-    log(f"evaluating step {step}, the reading with the most modules ({walk}, SAC and "
+    log(f"evaluating step {step} ({why}; {walk}, SAC and "
         f"spectral periods within {GROW_MODULES.max_period_mismatch:.0%})")
     grown = evaluate_run(os.path.join(run_dir, "checkpoints", f"step_{step}.npz"),
                          eval_dir, MAIN_ARENAS, seed=seed, overwrite=True, log=log,
@@ -112,7 +115,7 @@ def grow_stage(row, summary, out, steps, seed, log):
     periods = ", ".join(f"{p:.2f}" for p in last["modules"]["periods"]) or "none"
     lines = [f"grow: {len(layout['freed'])} units freed, trained to step {last['step']} "
              f"at T = {GROW_SEQ_LEN}; the last checkpoint reads {last['grid_fraction']:.0%} "
-             f"grid units, module periods m: {periods}; step {step} (most modules) "
+             f"grid units, module periods m: {periods}; step {step} ({why}) "
              f"evaluated with {walk}:"] + headline(grown)
     return eval_dir, grown, lines
 
@@ -181,7 +184,8 @@ def add_run_commands(sub):
                    help="after the tries, free every unit of the caught lattice but "
                    f"the best half of its module (at least {GROW_KEEP_MIN} units), train "
                    f"N more steps at T = {GROW_SEQ_LEN} and evaluate the checkpoint with "
-                   "the most modules (sicref.grow, docs/experiments.md); default 0: off")
+                   "the most modules, or the last where none has two (sicref.grow, "
+                   "docs/experiments.md); default 0: off")
     p.set_defaults(func=_cmd_run)
 
 
