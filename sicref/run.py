@@ -24,6 +24,13 @@ DEFAULT_JOBS = min(2, os.cpu_count() or 1)  # tries side by side, one core each
 # docs/results.md reports the other seeds alike.
 DEFAULT_SEED = 0
 
+# `sicref run` computes with one BLAS thread in its own process (the stage's training,
+# the evaluations) as in its tries (sicref.tries.TRY_THREADS): the thread count changes
+# the order of BLAS sums, so a job whose threads followed the environment would give
+# another result under OPENBLAS_NUM_THREADS=2 than under 1 (docs/performance.md, "BLAS
+# threads and results"). One thread costs the stage about 5 % alone on 2 cores.
+RUN_THREADS = 1
+
 MAIN_ARENAS = (2.0, 3.0, 4.0)
 MAIN_BIN_SIZE = 2.0 / 32  # 32 bins in the 2 m arena, the same bin size in 3 and 4 m
 
@@ -39,6 +46,8 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
 
     Returns the last evaluation's summary. Running it again on the same out continues
     an interrupted job (finished tries are not retrained); --overwrite starts over.
+    The tries train with one BLAS thread each; the stage and the evaluations run in
+    this process, with its BLAS threads (`sicref run` makes them RUN_THREADS).
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     t0 = time.monotonic()
@@ -164,7 +173,9 @@ def add_run_commands(sub):
                        description="The main job: train up to --tries initialisations of "
                        "the preset until one catches a grid lattice, evaluate it in 2, 3 "
                        "and 4 m arenas and write figures and summary.json under "
-                       "DIR/evaluation. Calling it again continues an interrupted job.")
+                       "DIR/evaluation. Calling it again continues an interrupted job. "
+                       "Every process of the job computes with one BLAS thread, so its "
+                       "results do not depend on the environment's thread settings.")
     p.add_argument("--preset", default=DEFAULT_PRESET,
                    help=f"config preset (default {DEFAULT_PRESET})")
     p.add_argument("--out", default="runs/default", metavar="DIR",
@@ -179,14 +190,17 @@ def add_run_commands(sub):
                         f"(default {DEFAULT_TRIES}; try i uses seed + {TRY_SEED_STRIDE} i)")
     p.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                    help=f"tries trained at the same time (default {DEFAULT_JOBS}: two, or "
-                        f"one on a 1-core machine); the result does not depend on it")
+                        f"one on a 1-core machine), one BLAS thread each; the result "
+                        f"does not depend on it")
     p.add_argument("--grow-steps", type=int, default=0, metavar="N",
                    help="after the tries, free every unit of the caught lattice but "
                    f"the best half of its module (at least {GROW_KEEP_MIN} units), train "
                    f"N more steps at T = {GROW_SEQ_LEN} and evaluate the checkpoint with "
                    "the most modules, or the last where none has two (sicref.grow, "
                    "docs/experiments.md); default 0: off")
-    p.set_defaults(func=_cmd_run)
+    # sicref.cli.main re-executes the command with RUN_THREADS BLAS threads unless the
+    # environment already sets them (reexec_for_threads)
+    p.set_defaults(func=_cmd_run, process_threads=RUN_THREADS)
 
 
 def _cmd_run(args):

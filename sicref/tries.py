@@ -13,7 +13,12 @@ The outcome does not depend on timing: the chosen try is the lowest-numbered one
 catches a lattice. Tries with a higher number than a try that has caught one are
 stopped (they can no longer be chosen); lower-numbered ones always run to their end.
 Every try is an ordinary run directory, reproducible alone with
-`sicref train --config DIR/config.json`.
+`sicref train --config DIR/config.json --threads 1`.
+
+Every try trains with one BLAS thread (TRY_THREADS), whatever `jobs` is and whatever
+the environment says: a BLAS product split over another number of threads sums in
+another order, and over thousands of steps a run with two threads takes another path
+than one with one (docs/performance.md, "BLAS threads and results").
 """
 
 import json
@@ -27,6 +32,7 @@ from .config import replace, save_config
 from .train import TrainingError, run_ended, train_command
 
 TRY_SEED_STRIDE = 1000
+TRY_THREADS = 1  # BLAS threads per try, fixed so that --jobs does not change results
 LAYOUT_FILE = "tries.json"
 
 
@@ -121,7 +127,7 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
             finished[i] = status
             log(f"try {i} (seed {cfgs[i].train.seed}) had ended: {status}")
     next_index, last_report = 0, time.monotonic()
-    threads = 1 if jobs > 1 else None
+    threads = TRY_THREADS
     try:
         while True:
             for i in list(running):  # collect ended processes

@@ -114,7 +114,11 @@ def test_sweep_runs_and_does_not_redo_finished_runs(tmp_path):
     assert "| steps=10_sigma_g=0.5 | done |" in (out / "table.md").read_text()
 
 
-def test_main_job_trains_evaluates_and_continues(tmp_path, capsys):
+def test_main_job_trains_evaluates_and_continues(tmp_path, capsys, monkeypatch):
+    from sicref.train import THREAD_VARS
+
+    for name in THREAD_VARS:  # as `sicref run` sets them; else it re-executes itself
+        monkeypatch.setenv(name, "1")
     out = tmp_path / "main"
     assert main(["run", "--preset", "tiny", "--steps", "10", "--out", str(out),
                  "--grow-steps", "3"]) == 0

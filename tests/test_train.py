@@ -313,6 +313,35 @@ def test_threads_option_reexecutes_with_the_blas_thread_count(monkeypatch, tmp_p
                      "--threads", "0"]) == 2
 
 
+@pytest.mark.parametrize("inherited", [None, "2"])
+def test_the_main_job_always_reexecutes_with_one_blas_thread(monkeypatch, tmp_path,
+                                                             inherited):
+    """`sicref run` computes with one BLAS thread (its tries, stage and evaluations),
+    whatever the environment says, so its results do not depend on it."""
+    import sicref.cli as cli
+    from sicref.train import THREAD_VARS
+
+    calls = []
+
+    def fake_execve(path, argv, env):
+        calls.append((argv, env))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli.os, "execve", fake_execve)
+    for name in THREAD_VARS:
+        if inherited is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, inherited)
+    argv = ["run", "--preset", "tiny", "--steps", "2", "--out", str(tmp_path / "main")]
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    (child_argv, env), = calls
+    assert child_argv[-len(argv):] == argv
+    assert all(env[name] == "1" for name in THREAD_VARS)
+    assert not (tmp_path / "main").exists()
+
+
 def test_a_checkpoint_that_cannot_be_written_stops_training_with_the_last_good_one(
         tmp_path, monkeypatch):
     import errno

@@ -114,6 +114,23 @@ def test_the_lowest_try_that_catches_is_chosen(tmp_path, gate_by_seed, jobs):
     assert "the first to catch a lattice" in tries_lines(rows, chosen)[-1]
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_every_try_gets_one_blas_thread_whatever_jobs_is(tmp_path, gate_by_seed, jobs,
+                                                         monkeypatch):
+    """The BLAS thread count changes the order of sums (docs/performance.md), so a try
+    may not inherit it from the environment: one thread each, with one job or two."""
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    seen = []
+
+    def launch(cfg, run_dir, threads):
+        seen.append(threads)
+        return launch_in_process(cfg, run_dir, threads)
+
+    run_tries(gated(0.3, anneal_confirm=1, anneal_give_up=10), str(tmp_path), 2,
+              jobs=jobs, log=QUIET, poll=0.01, launch=launch)
+    assert seen == [1, 1]
+
+
 def test_a_try_equals_a_plain_run_with_its_seed(tmp_path):
     """A try is an ordinary run: same parameters as `train` with seed + 1000 i."""
     cfg = gated(1.0, anneal_give_up=10)
