@@ -146,6 +146,25 @@ def loss_curves(metrics_path, out, name):
     return _save(fig, out, name)
 
 
+OVER_TRAINING_PERIOD_LABELS = 16  # more checkpoints: module counts instead of periods
+
+
+def module_labels(rows):
+    """What over_training_plot writes above each checkpoint with modules: its module
+    periods in m, largest first, one per line; with more than
+    OVER_TRAINING_PERIOD_LABELS checkpoints only the number of modules, which fits
+    between them. Returns ([(step, label)], what the labels are)."""
+    with_periods = len(rows) <= OVER_TRAINING_PERIOD_LABELS
+    labels = []
+    for r in rows:
+        periods = r["modules"]["periods"]
+        if periods:
+            labels.append((r["step"], "\n".join(f"{p:.2f}" for p in sorted(periods,
+                                                                              reverse=True))
+                           if with_periods else str(len(periods))))
+    return labels, "module periods, m" if with_periods else "number of modules"
+
+
 def over_training_plot(rows, arena, out, name):
     steps = [r["step"] for r in rows]
     fig, ax1 = plt.subplots(figsize=(5.5, 3.4))
@@ -160,14 +179,16 @@ def over_training_plot(rows, arena, out, name):
     ax1.set_ylim(-0.5, top)
     ax1.axhline(0, color="0.7", lw=0.8)
     ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
-    # module counts in a row above the axes, clear of the curves
+    # above the axes, clear of the curves: each checkpoint's module periods (one per
+    # line), or with many checkpoints only how many modules, which fits between them
     above = blended_transform_factory(ax1.transData, ax1.transAxes)
-    for r in rows:
-        if r["modules"]["periods"]:
-            ax1.text(r["step"], 1.01, f"{len(r['modules']['periods'])}m", fontsize=7,
-                     ha="center", va="bottom", transform=above)
-    ax1.set_title(f"Gridness over training, {arena:g} m arena (nm: n modules)", fontsize=9,
-                  pad=14)
+    labels, what = module_labels(rows)
+    for step, label in labels:
+        ax1.text(step, 1.01, label, fontsize=6.5, ha="center", va="bottom",
+                 transform=above, linespacing=1.0)
+    lines = max([label.count("\n") + 1 for _, label in labels] + [1])
+    ax1.set_title(f"Gridness over training, {arena:g} m arena (above: {what})", fontsize=9,
+                  pad=6 + 9 * lines)
     return _save(fig, out, name)
 
 

@@ -372,3 +372,18 @@ def test_module_rule_refuses_a_bad_period_mismatch():
         with pytest.raises(ValueError, match="max period mismatch"):
             ModuleRule(max_period_mismatch=bad)
     assert ModuleRule(max_period_mismatch=0.2).max_period_mismatch == 0.2
+
+
+def test_over_training_labels_name_module_periods_or_counts():
+    """Few checkpoints: each one's module periods (largest first); many: the counts."""
+    from sicref.plots import OVER_TRAINING_PERIOD_LABELS, module_labels
+
+    def row(step, periods):
+        return {"step": step, "modules": {"periods": periods}}
+
+    labels, what = module_labels([row(1000, []), row(2000, [0.4912, 0.8566]),
+                                  row(3000, [0.7])])
+    assert labels == [(2000, "0.86\n0.49"), (3000, "0.70")] and what == "module periods, m"
+    many = [row(500 * i, [0.5, 0.9]) for i in range(OVER_TRAINING_PERIOD_LABELS + 1)]
+    labels, what = module_labels(many)
+    assert {label for _, label in labels} == {"2"} and what == "number of modules"
