@@ -95,8 +95,10 @@ def read_meta(arrays, path, expected_format):
 
 
 def save_checkpoint(path, step, params, opt_state, plateau_state, rng_state, config,
-                    schedule=None):
-    """schedule: the annealing state (see initial_schedule and _read_schedule)."""
+                    schedule=None, blas_threads=None):
+    """schedule: the annealing state (see initial_schedule and _read_schedule).
+    blas_threads: the BLAS thread settings of the process that trained to this step
+    (sicref.train.blas_thread_settings), or None where not known."""
     from .config import config_to_dict
 
     arrays = {f"params/{k}": v for k, v in params.items()}
@@ -105,7 +107,8 @@ def save_checkpoint(path, step, params, opt_state, plateau_state, rng_state, con
     arrays["meta"] = meta_array({
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": int(step),
         "adam_t": int(opt_state["t"]), "plateau": plateau_state, "rng_state": rng_state,
-        "schedule": schedule or initial_schedule(), "config": config_to_dict(config)})
+        "schedule": schedule or initial_schedule(), "config": config_to_dict(config),
+        "blas_threads": blas_threads})
     atomic_savez(path, arrays)
 
 
@@ -157,7 +160,8 @@ def resolve_checkpoint(path):
 
 def load_checkpoint(path):
     """Load and check a checkpoint; returns a dict with params, opt_state, plateau,
-    rng_state, step, config (a Config)."""
+    rng_state, step, config (a Config), blas_threads (None in checkpoints that predate
+    it)."""
     from .config import ConfigError, config_from_dict
     from .model import mlp_sizes, param_names
 
@@ -193,4 +197,5 @@ def load_checkpoint(path):
             "opt_state": {"t": int(meta["adam_t"]), "m": out["m"], "v": out["v"]},
             "plateau": meta["plateau"], "rng_state": meta["rng_state"],
             "schedule": _read_schedule(meta, path),
-            "step": int(meta["step"]), "config": config}
+            "step": int(meta["step"]), "config": config,
+            "blas_threads": meta.get("blas_threads")}

@@ -123,6 +123,22 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def blas_thread_settings(environ=None):
+    """What fixes this process's BLAS thread count: the THREAD_VARS it was started with
+    (None: unset) and the number of CPUs (the count when none is set). Stored in every
+    checkpoint, so that a resume under other settings, which continues correctly but
+    sums in another order, says so."""
+    environ = os.environ if environ is None else environ
+    settings = {name: environ.get(name) for name in THREAD_VARS}
+    settings["cpus"] = os.cpu_count()
+    return settings
+
+
+# Read once, at import: BLAS took its thread count from the environment when NumPy was
+# loaded, before this module, and later changes to os.environ do not reach it.
+PROCESS_BLAS_THREADS = blas_thread_settings()
+
+
 def thread_env(environ, threads):
     """A copy of environ with every name of THREAD_VARS set to threads."""
     env = dict(environ)
@@ -196,6 +212,12 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
     if resume is not None:
         state = ckpt.load_checkpoint(resume)
         _check_resumable(state["config"], cfg, resume)
+        before, now = state["blas_threads"], PROCESS_BLAS_THREADS
+        if before is not None and before != now:
+            log(f"warning: {resume} was trained with BLAS thread settings {before}, this "
+                f"process has {now}; training continues, but another thread count sums "
+                f"in another order, so the result will not be bit-identical to a run "
+                f"that never stopped (docs/performance.md, \"BLAS threads and results\")")
         params, opt_state, plateau = state["params"], state["opt_state"], state["plateau"]
         schedule = state["schedule"]
         rng = np.random.Generator(np.random.PCG64())
@@ -217,7 +239,8 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
 
     def save(step):
         path = os.path.join(ckpt_dir, f"step_{step}.npz")
-        args = (step, params, opt_state, plateau, rng.bit_generator.state, cfg, schedule)
+        args = (step, params, opt_state, plateau, rng.bit_generator.state, cfg, schedule,
+                PROCESS_BLAS_THREADS)
         try:
             ckpt.save_checkpoint(path, *args)
             ckpt.save_checkpoint(os.path.join(ckpt_dir, "latest.npz"), *args)

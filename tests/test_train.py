@@ -380,3 +380,39 @@ def test_every_command_help_opens_with_a_description(capsys):
         # the usage block, a blank line, then the description
         description = out.split("\n\n")[1].strip()
         assert description and not description.startswith(("options", "positional")), name
+
+
+def test_a_resume_under_other_blas_thread_settings_says_so(tmp_path, monkeypatch):
+    """Checkpoints record the BLAS thread settings; a resume under others warns (the
+    order of sums changes), one under the same settings or from a checkpoint without
+    the record does not."""
+    import sicref.checkpoint as ck
+    import sicref.train as tr
+
+    one = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "cpus": 2}
+    monkeypatch.setattr(tr, "PROCESS_BLAS_THREADS", one)
+    cfg = replace(preset("tiny"), train={"steps": 2})
+    run = tmp_path / "run"
+    train(cfg, run, **QUIET)
+    assert ck.load_checkpoint(run)["blas_threads"] == one
+
+    def resume(settings, steps):
+        monkeypatch.setattr(tr, "PROCESS_BLAS_THREADS", settings)
+        lines = []
+        train(replace(cfg, train={"steps": steps}), run, resume=str(run), log=lines.append)
+        return [ln for ln in lines if ln.startswith("warning:")]
+
+    assert resume(one, 3) == []
+    two = dict(one, OPENBLAS_NUM_THREADS="2")
+    warned, = resume(two, 4)
+    assert "'OPENBLAS_NUM_THREADS': '1'" in warned and "'OPENBLAS_NUM_THREADS': '2'" in warned
+    assert "not be bit-identical" in warned
+    assert ck.load_checkpoint(run)["blas_threads"] == two  # the latest writer's settings
+    # a checkpoint written without the record (as before it existed): nothing to compare
+    state = ck.load_checkpoint(run)
+    ck.save_checkpoint(run / "checkpoints" / "latest.npz", state["step"], state["params"],
+                       state["opt_state"], state["plateau"], state["rng_state"],
+                       state["config"], state["schedule"])
+    assert ck.load_checkpoint(run)["blas_threads"] is None
+    assert resume(one, 5) == []
