@@ -98,7 +98,7 @@ def save_checkpoint(path, step, params, opt_state, plateau_state, rng_state, con
                     schedule=None, blas_threads=None):
     """schedule: the annealing state (see initial_schedule and _read_schedule).
     blas_threads: the BLAS thread settings of the process that trained to this step
-    (sicref.train.blas_thread_settings), or None where not known."""
+    (sicref.train.PROCESS_BLAS_THREADS), or None where not known."""
     from .config import config_to_dict
 
     arrays = {f"params/{k}": v for k, v in params.items()}

@@ -10,7 +10,7 @@ from .evaluate import WalkConfig, evaluate_run, headline, write_over_training
 from .grow import (GROW_KEEP_MIN, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow,
                    pick_checkpoint)
 from .plots import tries_plot
-from .tries import TRY_SEED_STRIDE, prepare_out, run_tries
+from .tries import TRY_SEED_STRIDE, TRY_THREADS, prepare_out, run_tries
 
 # Ten tries: a pair of failed tries takes about 3 minutes on 2 cores (5 on a slower
 # machine), so ten take about 17 with the evaluation, 19 when the last pair catches a
@@ -24,12 +24,11 @@ DEFAULT_JOBS = min(2, os.cpu_count() or 1)  # tries side by side, one core each
 # docs/results.md reports the other seeds alike.
 DEFAULT_SEED = 0
 
-# `sicref run` computes with one BLAS thread in its own process (the stage's training,
-# the evaluations) as in its tries (sicref.tries.TRY_THREADS): the thread count changes
-# the order of BLAS sums, so a job whose threads followed the environment would give
-# another result under OPENBLAS_NUM_THREADS=2 than under 1 (docs/performance.md, "BLAS
-# threads and results"). One thread costs the stage about 5 % alone on 2 cores.
-RUN_THREADS = 1
+# `sicref run` computes with the BLAS threads of its tries (sicref.tries.TRY_THREADS,
+# one) in its own process too (the stage's training, the evaluations): the thread count
+# changes the order of BLAS sums, so a job whose threads followed the environment would
+# give another result under OPENBLAS_NUM_THREADS=2 than under 1 (docs/performance.md,
+# "BLAS threads and results"). One thread costs the stage about 5 % alone on 2 cores.
 
 MAIN_ARENAS = (2.0, 3.0, 4.0)
 MAIN_BIN_SIZE = 2.0 / 32  # 32 bins in the 2 m arena, the same bin size in 3 and 4 m
@@ -47,7 +46,7 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     Returns the last evaluation's summary. Running it again on the same out continues
     an interrupted job (finished tries are not retrained); --overwrite starts over.
     The tries train with one BLAS thread each; the stage and the evaluations run in
-    this process, with its BLAS threads (`sicref run` makes them RUN_THREADS).
+    this process, with its BLAS threads (`sicref run` makes them TRY_THREADS).
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     t0 = time.monotonic()
@@ -198,9 +197,9 @@ def add_run_commands(sub):
                    f"N more steps at T = {GROW_SEQ_LEN} and evaluate the checkpoint with "
                    "the most modules, or the last where none has two (sicref.grow, "
                    "docs/experiments.md); default 0: off")
-    # sicref.cli.main re-executes the command with RUN_THREADS BLAS threads unless the
+    # sicref.cli.main re-executes the command with TRY_THREADS BLAS threads unless the
     # environment already sets them (reexec_for_threads)
-    p.set_defaults(func=_cmd_run, process_threads=RUN_THREADS)
+    p.set_defaults(func=_cmd_run, process_threads=TRY_THREADS)
 
 
 def _cmd_run(args):

@@ -123,20 +123,13 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def blas_thread_settings(environ=None):
-    """What fixes this process's BLAS thread count: the THREAD_VARS it was started with
-    (None: unset) and the number of CPUs (the count when none is set). Stored in every
-    checkpoint, so that a resume under other settings, which continues correctly but
-    sums in another order, says so."""
-    environ = os.environ if environ is None else environ
-    settings = {name: environ.get(name) for name in THREAD_VARS}
-    settings["cpus"] = os.cpu_count()
-    return settings
-
-
-# Read once, at import: BLAS took its thread count from the environment when NumPy was
-# loaded, before this module, and later changes to os.environ do not reach it.
-PROCESS_BLAS_THREADS = blas_thread_settings()
+# What fixes this process's BLAS thread count: the THREAD_VARS (None: unset) and the
+# number of CPUs (the count when none is set). Stored in every checkpoint, so that a
+# resume under other settings, which continues correctly but sums in another order,
+# says so. Read once, at import: BLAS took its thread count from the environment when
+# NumPy was loaded, before this module, and later changes to os.environ do not reach it.
+PROCESS_BLAS_THREADS = {**{name: os.environ.get(name) for name in THREAD_VARS},
+                        "cpus": os.cpu_count()}
 
 
 def thread_env(environ, threads):

@@ -127,7 +127,6 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
             finished[i] = status
             log(f"try {i} (seed {cfgs[i].train.seed}) had ended: {status}")
     next_index, last_report = 0, time.monotonic()
-    threads = TRY_THREADS
     try:
         while True:
             for i in list(running):  # collect ended processes
@@ -171,7 +170,7 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
                     continue
                 log(f"try {next_index}: seed {cfgs[next_index].train.seed} -> "
                     f"{dirs[next_index]}")
-                running[next_index] = launch(cfgs[next_index], dirs[next_index], threads)
+                running[next_index] = launch(cfgs[next_index], dirs[next_index], TRY_THREADS)
                 next_index += 1
             if not running:
                 break
