@@ -396,6 +396,27 @@ def checkpoint_steps(run_dir):
     return sorted(int(n[5:-4]) for n in names if n.startswith("step_") and n.endswith(".npz"))
 
 
+def checkpoint_reading(path, arena_size=2.0, nbins=32, seed=0,
+                       walk=WalkConfig(n_walks=100), modules=ModuleRule()):
+    """Grid fraction, modules and median score60 of one checkpoint (a row of
+    gridness_over_training). The walks are drawn from `seed` afresh for every
+    checkpoint, so a checkpoint reads the same whenever it is read."""
+    state = load_checkpoint(path)
+    s, _ = analyse_arena(state["params"], state["config"], arena_size,
+                         np.random.default_rng(seed), nbins, walk, modules=modules)
+    return {"step": state["step"], "walk": dict(walk.__dict__),
+            "grid_fraction": s["grid_fraction"],
+            "hexagonal_fraction": s["hexagonal_fraction"],
+            "median_score60_active": s["median_score60_active"],
+            "n_active": s["n_active"], "modules": s["modules"]}
+
+
+def reading_line(row):
+    return (f"step {row['step']}: grid {row['grid_fraction']:.0%}, hexagonal "
+            f"{row['hexagonal_fraction']:.0%}, median score60 "
+            f"{row['median_score60_active']:.2f}, modules {row['modules']['periods']}")
+
+
 def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
                            walk=WalkConfig(n_walks=100), log=print,
                            modules=ModuleRule()):
@@ -403,30 +424,27 @@ def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
     gridness is not monotonic in training, so watch it over checkpoints)."""
     rows = []
     for step in checkpoint_steps(run_dir):
-        state = load_checkpoint(os.path.join(run_dir, "checkpoints", f"step_{step}.npz"))
-        s, _ = analyse_arena(state["params"], state["config"], arena_size,
-                             np.random.default_rng(seed), nbins, walk,
-                             modules=modules)
-        rows.append({"step": step, "walk": dict(walk.__dict__),
-                     "grid_fraction": s["grid_fraction"],
-                     "hexagonal_fraction": s["hexagonal_fraction"],
-                     "median_score60_active": s["median_score60_active"],
-                     "n_active": s["n_active"], "modules": s["modules"]})
-        log(f"step {step}: grid {s['grid_fraction']:.0%}, hexagonal "
-            f"{s['hexagonal_fraction']:.0%}, median score60 {s['median_score60_active']:.2f}"
-            f", modules {s['modules']['periods']}")
+        rows.append(checkpoint_reading(
+            os.path.join(run_dir, "checkpoints", f"step_{step}.npz"), arena_size, nbins,
+            seed, walk, modules))
+        log(reading_line(rows[-1]))
     return rows
+
+
+def save_over_training(rows, out, arena_size=2.0):
+    """Checkpoint readings as out/over_training.json and out/over_training.png."""
+    from .plots import over_training_plot
+
+    atomic_write_text(os.path.join(out, "over_training.json"), json.dumps(rows, indent=1))
+    over_training_plot(rows, arena_size, out, "over_training.png")
 
 
 def write_over_training(run_dir, out, arena_size=2.0, nbins=32, seed=0, log=print,
                         modules=ModuleRule(), walk=WalkConfig(n_walks=100)):
     """gridness_over_training, saved as over_training.json and over_training.png."""
-    from .plots import over_training_plot
-
     rows = gridness_over_training(run_dir, arena_size, nbins, seed, walk, log=log,
                                   modules=modules)
-    atomic_write_text(os.path.join(out, "over_training.json"), json.dumps(rows, indent=1))
-    over_training_plot(rows, arena_size, out, "over_training.png")
+    save_over_training(rows, out, arena_size)
     return rows
 
 

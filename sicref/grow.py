@@ -28,6 +28,9 @@ from .evaluate import ModuleRule, WalkConfig
 GROW_SEQ_LEN = 30  # trajectory length of the stage (the tries train at the preset's)
 GROW_LR = 1e-4  # constant (the plateau schedule still applies); no annealing gate
 GROW_CHECKPOINT_EVERY = 1000
+# `--grow-until-two` stops the stage once this many 1000-step readings in a row have two
+# modules (as the tries' gate confirms a lattice with two readings).
+GROW_CONFIRM = 2
 # The stage's evaluation: 100-step walks (a fine lattice blurs over 400-step walks when
 # the network drifts, docs/analysis.md section 11), 800 of them so that the ratemaps
 # have as many samples as the main evaluation's 200 x 400; grid units whose SAC and
@@ -153,16 +156,12 @@ def grow_config(cfg, steps, seed):
                           "checkpoint_every": GROW_CHECKPOINT_EVERY})
 
 
-def grow(source, summary, out, steps, seed, log=print, keep=None):
-    """Free the units of checkpoint `source` that `summary` (its evaluation) puts in no
-    2 m module, and its module units beyond the `keep` best (units_to_free; None: the
-    stage's rule, keep_count), then train `steps` steps (grow_config) into out/run. The
-    freeing draws from `seed`, the data stream too. Calling it again continues out/run
-    (train.steps may grow); a run grown from another checkpoint, seed or other units,
-    or an unreadable out/freed.json, is refused.
-
-    Returns (run directory, layout dict: source, step, freed units)."""
-    from .train import TrainingError, train
+def stage_layout(source, summary, out, seed, keep=None):
+    """The stage's layout (the source checkpoint, its step, the seed and the units to
+    free, units_to_free) and the loaded source state. Raises TrainingError when out
+    already holds a stage grown from another checkpoint, seed or other units, or an
+    unreadable out/freed.json. Returns (checkpoint path, state, layout)."""
+    from .train import TrainingError
 
     path = resolve_checkpoint(source)
     state = load_checkpoint(path)
@@ -170,10 +169,7 @@ def grow(source, summary, out, steps, seed, log=print, keep=None):
     units = units_to_free(summary, n, state["step"], keep, where=f"{out}: the summary")
     layout = {"source": os.path.abspath(path), "source_step": state["step"],
               "seed": seed, "freed": [int(u) for u in units]}
-    cfg = grow_config(state["config"], steps, seed)
-    run_dir = os.path.join(out, "run")
     layout_path = os.path.join(out, LAYOUT_FILE)
-    latest = os.path.join(run_dir, "checkpoints", "latest.npz")
     if os.path.exists(layout_path):
         try:
             with open(layout_path) as f:
@@ -190,6 +186,26 @@ def grow(source, summary, out, steps, seed, log=print, keep=None):
                 f"{len(before.get('freed', []))} units freed), not from {path} (step "
                 f"{state['step']}, seed {seed}, {len(units)} units); remove {out} to "
                 f"grow again from this one")
+    return path, state, layout
+
+
+def grow(source, summary, out, steps, seed, log=print, keep=None):
+    """Free the units of checkpoint `source` that `summary` (its evaluation) puts in no
+    2 m module, and its module units beyond the `keep` best (units_to_free; None: the
+    stage's rule, keep_count), then train `steps` steps (grow_config) into out/run. The
+    freeing draws from `seed`, the data stream too. Calling it again continues out/run
+    (train.steps may grow); a run grown from another checkpoint, seed or other units,
+    or an unreadable out/freed.json, is refused (stage_layout).
+
+    Returns (run directory, layout dict: source, step, freed units)."""
+    from .train import train
+
+    path, state, layout = stage_layout(source, summary, out, seed, keep)
+    units = np.array(layout["freed"], dtype=int)
+    n = len(state["params"]["g0_raw"])
+    cfg = grow_config(state["config"], steps, seed)
+    run_dir = os.path.join(out, "run")
+    latest = os.path.join(run_dir, "checkpoints", "latest.npz")
     os.makedirs(out, exist_ok=True)
     if os.path.exists(latest):
         log(f"grow: continuing {run_dir}")
@@ -201,6 +217,40 @@ def grow(source, summary, out, steps, seed, log=print, keep=None):
     start = os.path.join(out, "start.npz")
     params = free_units(state["params"], units, np.random.default_rng(seed))
     save_start_checkpoint(start, params, cfg, seed)
-    atomic_write_text(layout_path, json.dumps(layout, indent=1))
+    atomic_write_text(os.path.join(out, LAYOUT_FILE), json.dumps(layout, indent=1))
     train(cfg, run_dir, init_from=start, overwrite=True, log=log)
     return run_dir, layout
+
+
+def two_modules_held(rows, confirm=None):
+    """Whether the last `confirm` (None: GROW_CONFIRM) checkpoint readings all have two
+    or more modules: where `sicref run --grow-until-two` stops the stage."""
+    confirm = GROW_CONFIRM if confirm is None else confirm
+    if confirm < 1:
+        raise ValueError(f"confirm must be >= 1 readings, got {confirm}")
+    return len(rows) >= confirm and all(len(r["modules"]["sizes"]) >= 2
+                                        for r in rows[-confirm:])
+
+
+def grow_until_two(source, summary, out, steps, seed, read, log=print, keep=None):
+    """grow() in chunks of GROW_CHECKPOINT_EVERY steps, reading each new checkpoint with
+    read(path) -> a row as sicref.evaluate.checkpoint_reading writes, until
+    two_modules_held (the second module formed and stayed for GROW_CONFIRM readings)
+    or `steps` steps. The training is the same as grow()'s to the bit, chunked or
+    not; it only stops sooner. Checkpoints that a previous call trained are read, not
+    retrained. Returns (run directory, layout, the readings so far, stopped early?)."""
+    _, _, layout = stage_layout(source, summary, out, seed, keep)
+    run_dir = os.path.join(out, "run")
+    every = GROW_CHECKPOINT_EVERY
+    ends = list(range(every, steps, every)) + [steps]
+    rows = []
+    for end in ends:
+        ckpt = os.path.join(run_dir, "checkpoints", f"step_{end}.npz")
+        if not os.path.exists(ckpt):
+            log(f"grow: training to step {end} (at most {steps}; the stage stops once "
+                f"{GROW_CONFIRM} readings in a row have two modules)")
+            grow(source, summary, out, end, seed, log=log, keep=keep)
+        rows.append(read(ckpt))
+        if two_modules_held(rows):
+            return run_dir, layout, rows, end < steps
+    return run_dir, layout, rows, False

@@ -6,9 +6,11 @@ import time
 
 from .checkpoint import read_jsonl
 from .config import DEFAULT_PRESET, preset, replace
-from .evaluate import WalkConfig, evaluate_run, headline, write_over_training
+from . import grow as grow_module
+from .evaluate import (WalkConfig, checkpoint_reading, evaluate_run, headline,
+                       reading_line, save_over_training, write_over_training)
 from .grow import (GROW_KEEP_MIN, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow,
-                   pick_checkpoint)
+                   grow_until_two, pick_checkpoint)
 from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, TRY_THREADS, prepare_out, run_tries
 
@@ -36,12 +38,13 @@ MAIN_BIN_SIZE = 2.0 / 32  # 32 bins in the 2 m arena, the same bin size in 3 and
 
 def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, steps=None,
              overwrite=False, log=None, tries=DEFAULT_TRIES, jobs=DEFAULT_JOBS,
-             grow_steps=0):
+             grow_steps=0, grow_until=False):
     """Train the preset (several initialisations when it has the annealing gate, see
     sicref.tries), evaluate the chosen one, write figures. grow_steps > 0 adds the
     second stage of sicref.grow when a lattice was caught: every unit but the best half
     of its 2 m modules (sicref.grow.keep_count) freed, grow_steps more steps at T = 30,
-    evaluated in out/grow/evaluation.
+    evaluated in out/grow/evaluation; grow_until: stop the stage sooner, once
+    GROW_CONFIRM 1000-step readings in a row have two modules (sicref.grow.grow_until_two).
 
     Returns the last evaluation's summary. Running it again on the same out continues
     an interrupted job (finished tries are not retrained); --overwrite starts over.
@@ -52,6 +55,9 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     t0 = time.monotonic()
     if grow_steps < 0:
         raise ValueError(f"--grow-steps must be >= 0, got {grow_steps}")
+    if grow_until and not grow_steps:
+        raise ValueError("--grow-until-two needs --grow-steps N > 0 (the stage's most "
+                         "steps)")
     cfg = preset(preset_name)
     changes = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
     if changes:
@@ -77,7 +83,8 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     log(f"figures and summary.json in {eval_dir}")
     lines = tries_lines(rows, chosen) + gate_lines(run_dir, cfg) + headline(summary)
     if grow_steps:
-        grown = grow_stage(rows[chosen], summary, out, grow_steps, cfg.train.seed, log)
+        grown = grow_stage(rows[chosen], summary, out, grow_steps, cfg.train.seed, log,
+                           until_two=grow_until)
         if grown is not None:
             eval_dir, summary, grow_lines = grown
             lines += grow_lines
@@ -92,25 +99,44 @@ def _minutes(seconds):
     return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
-def grow_stage(row, summary, out, steps, seed, log):
+def grow_stage(row, summary, out, steps, seed, log, until_two=False):
     """sicref.grow on the chosen try, then the 2 m readings of every checkpoint of the
     grown network and the evaluation (GROW_WALK, GROW_MODULES, the main arenas) of the
     one with the most modules, or the last where none has two
-    (sicref.grow.pick_checkpoint). Returns (evaluation dir,
-    summary, headline lines), or None when no try caught a lattice (nothing to grow
-    beside)."""
+    (sicref.grow.pick_checkpoint). until_two: read each checkpoint as it is written and
+    stop once GROW_CONFIRM readings in a row have two modules (grow_until_two); the
+    pick is then among the readings up to there. Returns (evaluation dir, summary,
+    headline lines), or None when no try caught a lattice (nothing to grow beside)."""
     if row["status"] != "caught":
         log("grow: skipped, no try caught a lattice")
         return None
     grow_out = os.path.join(out, "grow")
-    run_dir, layout = grow(row["run_dir"], summary, grow_out, steps, seed, log=log)
     eval_dir = os.path.join(grow_out, "evaluation")
-    os.makedirs(eval_dir, exist_ok=True)
     reading_walk = WalkConfig(GROW_WALK.n_walks // 2, GROW_WALK.n_steps)
-    log(f"gridness of every checkpoint of the grown network (2 m arena, "
-        f"{reading_walk.n_walks} walks of {reading_walk.n_steps} steps):")
-    rows = write_over_training(run_dir, eval_dir, 2.0, seed=seed, log=log,
-                               modules=GROW_MODULES, walk=reading_walk)
+    about = (f"2 m arena, {reading_walk.n_walks} walks of {reading_walk.n_steps} steps")
+    stop = ""
+    if until_two:
+        readings = []
+
+        def read(path):
+            readings.append(checkpoint_reading(path, 2.0, seed=seed, walk=reading_walk,
+                                               modules=GROW_MODULES))
+            log(f"grow reading ({about}): {reading_line(readings[-1])}")
+            os.makedirs(eval_dir, exist_ok=True)
+            save_over_training(readings, eval_dir, 2.0)
+            return readings[-1]
+
+        run_dir, layout, rows, early = grow_until_two(row["run_dir"], summary, grow_out,
+                                                      steps, seed, read, log=log)
+        if early:
+            stop = (f"stopped at step {rows[-1]['step']} of at most {steps}, "
+                    f"{grow_module.GROW_CONFIRM} readings in a row with two modules; ")
+    else:
+        run_dir, layout = grow(row["run_dir"], summary, grow_out, steps, seed, log=log)
+        os.makedirs(eval_dir, exist_ok=True)
+        log(f"gridness of every checkpoint of the grown network ({about}):")
+        rows = write_over_training(run_dir, eval_dir, 2.0, seed=seed, log=log,
+                                   modules=GROW_MODULES, walk=reading_walk)
     step, last = pick_checkpoint(rows), rows[-1]
     why = ("most modules" if max(len(r["modules"]["sizes"]) for r in rows) >= 2
            else "the last; no reading has two modules")
@@ -122,8 +148,8 @@ def grow_stage(row, summary, out, steps, seed, log):
                          bin_size=MAIN_BIN_SIZE, walk=GROW_WALK, modules=GROW_MODULES)
     periods = ", ".join(f"{p:.2f}" for p in last["modules"]["periods"]) or "none"
     lines = [f"grow: {len(layout['freed'])} units freed, trained to step {last['step']} "
-             f"at T = {GROW_SEQ_LEN}; the last checkpoint reads {last['grid_fraction']:.0%} "
-             f"grid units, module periods m: {periods}; step {step} ({why}) "
+             f"at T = {GROW_SEQ_LEN}; {stop}the last checkpoint reads "
+             f"{last['grid_fraction']:.0%} grid units, module periods m: {periods}; step {step} ({why}) "
              f"evaluated with {walk}:"] + headline(grown)
     return eval_dir, grown, lines
 
@@ -197,6 +223,11 @@ def add_run_commands(sub):
                    f"N more steps at T = {GROW_SEQ_LEN} and evaluate the checkpoint with "
                    "the most modules, or the last where none has two (sicref.grow, "
                    "docs/experiments.md); default 0: off")
+    p.add_argument("--grow-until-two", action="store_true",
+                   help="read each 1000-step checkpoint of the stage as it is written "
+                   "and stop the stage once two readings in a row have two modules "
+                   "(--grow-steps N stays the most steps); the checkpoint is picked "
+                   "among the readings up to there")
     # sicref.cli.main re-executes the command with TRY_THREADS BLAS threads unless the
     # environment already sets them (reexec_for_threads)
     p.set_defaults(func=_cmd_run, process_threads=TRY_THREADS)
@@ -207,5 +238,6 @@ def _cmd_run(args):
 
     with sigterm_exits():  # a stopped job stops its tries; a later call continues them
         main_job(args.preset, args.out, args.seed, args.steps, args.overwrite,
-                 tries=args.tries, jobs=args.jobs, grow_steps=args.grow_steps)
+                 tries=args.tries, jobs=args.jobs, grow_steps=args.grow_steps,
+                 grow_until=args.grow_until_two)
     return 0

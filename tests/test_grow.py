@@ -195,9 +195,107 @@ def test_main_job_with_a_caught_lattice_grows_and_evaluates(tmp_path, monkeypatc
     assert lines[-1].startswith("main job:") and "grow/evaluation" in lines[-1]
 
 
-def test_main_job_refuses_negative_grow_steps_before_any_work(tmp_path):
+def test_main_job_refuses_bad_grow_settings_before_any_work(tmp_path):
     from sicref.run import main_job
 
     with pytest.raises(ValueError, match="--grow-steps must be >= 0"):
         main_job("tiny", str(tmp_path / "other"), log=QUIET, grow_steps=-1)
+    with pytest.raises(ValueError, match="--grow-until-two needs --grow-steps N > 0"):
+        main_job("tiny", str(tmp_path / "other"), log=QUIET, grow_until=True)
     assert not (tmp_path / "other").exists()
+
+
+def sized(step, *sizes):
+    return {"step": step, "grid_fraction": 0.5, "hexagonal_fraction": 0.5,
+            "median_score60_active": 0.4, "n_active": 60,
+            "modules": {"periods": [0.5 + 0.3 * i for i in range(len(sizes))],
+                        "sizes": list(sizes)}}
+
+
+def test_two_modules_held_needs_the_last_readings_all_with_two():
+    from sicref.grow import two_modules_held
+
+    one, two = sized(1, 50), sized(2, 10, 40)
+    assert not two_modules_held([])
+    assert not two_modules_held([two])  # one reading is not confirmed
+    assert two_modules_held([one, two, two])
+    assert not two_modules_held([two, one, two])  # the last two, in a row
+    assert not two_modules_held([two, two, one])
+    assert two_modules_held([one, two], confirm=1)
+    assert two_modules_held([one, sized(3, 5, 10, 40), two])  # three count as two
+    with pytest.raises(ValueError, match="confirm must be >= 1"):
+        two_modules_held([two], confirm=0)
+
+
+def test_growing_until_two_stops_at_the_second_reading_with_two(source, tmp_path,
+                                                                monkeypatch):
+    from sicref.grow import grow_until_two
+
+    monkeypatch.setattr(sicref.grow, "GROW_CHECKPOINT_EVERY", 2)
+    sizes = {2: [30], 4: [8, 20], 6: [30], 8: [9, 21], 10: [10, 20], 12: [10, 20]}
+    read = []
+
+    def reader(path):
+        step = load_checkpoint(path)["step"]
+        read.append(step)
+        return sized(step, *sizes[step])
+
+    out = tmp_path / "until"
+    lines = []
+    run_dir, layout, rows, early = grow_until_two(str(source), summary_for(10), str(out),
+                                                  13, 1, reader, log=lines.append)
+    assert early and read == [2, 4, 6, 8, 10] and [r["step"] for r in rows] == read
+    assert layout["freed"] == [1, 3, 5, 6]
+    assert load_checkpoint(run_dir)["step"] == 10  # nothing trained past the stop
+    assert sum(ln.startswith("grow: training to step") for ln in lines) == 5
+    # the same network as the stage trained in one go (whose steps go past the stop)
+    whole, _ = grow(str(source), summary_for(10), str(tmp_path / "whole"), 13, 1,
+                    log=QUIET)
+    a = load_checkpoint(str(tmp_path / "whole/run/checkpoints/step_10.npz"))["params"]
+    b = load_checkpoint(run_dir)["params"]
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    # called again: the checkpoints are read, nothing is retrained
+    lines.clear()
+    read.clear()
+    again = grow_until_two(str(source), summary_for(10), str(out), 13, 1, reader,
+                           log=lines.append)
+    assert again[3] and read == [2, 4, 6, 8, 10] and lines == []
+    # never two readings in a row with two modules: every step, the last one 13
+    sizes = {k: [30] if k % 4 else [5, 25] for k in (2, 4, 6, 8, 10, 12, 13)}
+    read.clear()
+    _, _, rows, early = grow_until_two(str(source), summary_for(10),
+                                       str(tmp_path / "never"), 13, 1, reader, log=QUIET)
+    assert not early and read == [2, 4, 6, 8, 10, 12, 13]
+    # another seed in the same directory is refused before any training
+    with pytest.raises(TrainingError, match="was grown from"):
+        grow_until_two(str(source), summary_for(10), str(out), 13, 2, reader, log=QUIET)
+
+
+def test_main_job_grown_until_two_stops_and_picks_among_the_readings(tmp_path,
+                                                                     monkeypatch):
+    import sicref.run
+    from test_tries import launch_in_process
+
+    gated = replace(preset("tiny"), optim={
+        "anneal_lr": 1e-3, "anneal_check_every": 5, "anneal_steps": 5, "anneal_walks": 4,
+        "anneal_grid_fraction": 0.3}, train={"steps": 20, "checkpoint_every": 5})
+    monkeypatch.setattr(sicref.run, "preset", lambda name: gated)
+    monkeypatch.setattr(sicref.evaluate, "grid_check", lambda *a, **k: (0.5, 0.1))
+    real = sicref.run.run_tries
+    monkeypatch.setattr(sicref.run, "run_tries", lambda *a, **k: real(
+        *a, **{**k, "launch": launch_in_process, "poll": 0.01}))
+    monkeypatch.setattr(sicref.grow, "GROW_CHECKPOINT_EVERY", 1)
+    fake = {1: [40], 2: [12, 30], 3: [15, 30], 4: [20, 30]}
+    monkeypatch.setattr(sicref.run, "checkpoint_reading", lambda path, *a, **k: sized(
+        load_checkpoint(path)["step"], *fake[load_checkpoint(path)["step"]]))
+    lines = []
+    out = tmp_path / "main"
+    summary = sicref.run.main_job("gated", str(out), tries=2, log=lines.append,
+                                  grow_steps=6, grow_until=True)
+    over = json.loads((out / "grow/evaluation/over_training.json").read_text())
+    assert [r["step"] for r in over] == [1, 2, 3]
+    assert not (out / "grow/run/checkpoints/step_4.npz").exists()
+    assert summary["step"] == 3  # the larger smallest module of the readings so far
+    assert any("stopped at step 3 of at most 6, 2 readings in a row with two modules; "
+               in ln and ln.endswith("step 3 (most modules) evaluated with 800 walks "
+                                     "of 100 steps:") for ln in lines)
