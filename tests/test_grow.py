@@ -152,7 +152,9 @@ def test_grow_config_changes_only_the_stage_settings():
                    train={"steps": 7500, "seed": 0, "checkpoint_every": 500}) == base
 
 
-def test_main_job_with_a_caught_lattice_grows_and_evaluates(tmp_path, monkeypatch):
+def catch_at_once(monkeypatch):
+    """The main job on a tiny preset whose gate opens at the first reading (every
+    reading 50 % grid units), tries in this process, stage checkpoints every step."""
     import sicref.run
     from test_tries import launch_in_process
 
@@ -165,6 +167,12 @@ def test_main_job_with_a_caught_lattice_grows_and_evaluates(tmp_path, monkeypatc
     monkeypatch.setattr(sicref.run, "run_tries", lambda *a, **k: real(
         *a, **{**k, "launch": launch_in_process, "poll": 0.01}))
     monkeypatch.setattr(sicref.grow, "GROW_CHECKPOINT_EVERY", 1)
+
+
+def test_main_job_with_a_caught_lattice_grows_and_evaluates(tmp_path, monkeypatch):
+    import sicref.run
+
+    catch_at_once(monkeypatch)
     picked = []
     monkeypatch.setattr(sicref.run, "pick_checkpoint", lambda rows: picked.append(
         [r["step"] for r in rows]) or 2)  # the stage evaluates the step it picks
@@ -274,17 +282,8 @@ def test_growing_until_two_stops_at_the_second_reading_with_two(source, tmp_path
 def test_main_job_grown_until_two_stops_and_picks_among_the_readings(tmp_path,
                                                                      monkeypatch):
     import sicref.run
-    from test_tries import launch_in_process
 
-    gated = replace(preset("tiny"), optim={
-        "anneal_lr": 1e-3, "anneal_check_every": 5, "anneal_steps": 5, "anneal_walks": 4,
-        "anneal_grid_fraction": 0.3}, train={"steps": 20, "checkpoint_every": 5})
-    monkeypatch.setattr(sicref.run, "preset", lambda name: gated)
-    monkeypatch.setattr(sicref.evaluate, "grid_check", lambda *a, **k: (0.5, 0.1))
-    real = sicref.run.run_tries
-    monkeypatch.setattr(sicref.run, "run_tries", lambda *a, **k: real(
-        *a, **{**k, "launch": launch_in_process, "poll": 0.01}))
-    monkeypatch.setattr(sicref.grow, "GROW_CHECKPOINT_EVERY", 1)
+    catch_at_once(monkeypatch)
     fake = {1: [40], 2: [12, 30], 3: [15, 30], 4: [20, 30]}
     monkeypatch.setattr(sicref.run, "checkpoint_reading", lambda path, *a, **k: sized(
         load_checkpoint(path)["step"], *fake[load_checkpoint(path)["step"]]))
