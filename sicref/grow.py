@@ -211,8 +211,10 @@ def grow(source, summary, out, steps, seed, log=print, keep=None):
         log(f"grow: continuing {run_dir}")
         train(cfg, run_dir, resume=latest, log=log)
         return run_dir, layout
-    log(f"grow: freeing {len(units)} of {n} units of {path} (every unit but the "
-        f"{n - len(units)} module units with the highest 2 m score60), then {steps} "
+    kept = n - len(units)
+    which = (f"every unit but the {kept} module units with the highest 2 m score60"
+             if kept else "its evaluation has no 2 m module, so every unit")
+    log(f"grow: freeing {len(units)} of {n} units of {path} ({which}), then {steps} "
         f"steps at T = {GROW_SEQ_LEN}, lr {GROW_LR:g} -> {run_dir}")
     start = os.path.join(out, "start.npz")
     params = free_units(state["params"], units, np.random.default_rng(seed))
@@ -254,3 +256,35 @@ def grow_until_two(source, summary, out, steps, seed, read, log=print, keep=None
         if two_modules_held(rows):
             return run_dir, layout, rows, end < steps
     return run_dir, layout, rows, False
+
+
+# `sicref run --redraw`: a try whose gate gave up is not dropped; its recurrent layer is
+# redrawn (every unit freed, free_units) and it trains on at the stage's T and lr with a
+# gate of its own (docs/experiments.md, "Redrawing the recurrent layer of a try that
+# gave up"). Its lattices came at 1500-2000 steps and, without a gate, two of four
+# sheared into bands by 3000-4000; the gate drops the lr tenfold once one is seen.
+REDRAW_ANNEAL = {"lr": GROW_LR, "anneal_lr": GROW_LR / 10, "anneal_check_every": 500,
+                 "anneal_check_from": 1000, "anneal_give_up": 4000, "anneal_confirm": 2,
+                 "anneal_steps": 3000, "anneal_half_life": 1000}
+REDRAW_STEPS = 7000  # anneal_give_up + anneal_steps: the longest redrawn run
+
+
+def redraw_config(cfg):
+    """The config a redrawn try trains with: cfg (the try's) at T = GROW_SEQ_LEN with the
+    REDRAW_ANNEAL gate (its walks and threshold are cfg's), REDRAW_STEPS steps at most,
+    checkpoints at every reading; the seed stays the try's."""
+    return replace(cfg, data={"seq_len": GROW_SEQ_LEN}, optim=REDRAW_ANNEAL,
+                   train={"steps": REDRAW_STEPS,
+                          "checkpoint_every": REDRAW_ANNEAL["anneal_check_every"]})
+
+
+def write_redraw_start(source, path, cfg):
+    """The start of a redrawn try: checkpoint `source` (the try's latest) with every
+    unit freed (free_units, drawn from cfg.train.seed), written to `path` with config
+    cfg (redraw_config of the try's). The same source and cfg give the same file."""
+    state = load_checkpoint(resolve_checkpoint(source))
+    n = len(state["params"]["g0_raw"])
+    params = free_units(state["params"], np.arange(n),
+                        np.random.default_rng(cfg.train.seed))
+    save_start_checkpoint(path, params, cfg, cfg.train.seed)  # written atomically
+    return path

@@ -200,19 +200,25 @@ def tries_plot(rows, threshold, out, name):
         if not checks:
             continue
         colour = f"C{r['try'] % 10}"
-        ax.plot([c["step"] for c in checks], [c["grid_fraction"] for c in checks],
-                "o-" if r["status"] == "caught" else "o--", color=colour, ms=3,
-                lw=2 if r["status"] == "caught" else 1,
-                label=f"try {r['try']} (seed {r['seed']}): {r['status']}")
+        # a redrawn try is drawn on from where its try gave up
+        shift = next((p["steps"] for p in rows if p["try"] == r["try"]
+                      and not p.get("redrawn")), 0) if r.get("redrawn") else 0
+        label = f"try {r['try']}" + (" redrawn" if r.get("redrawn") else "")
+        ax.plot([shift + c["step"] for c in checks], [c["grid_fraction"] for c in checks],
+                ("s" if r.get("redrawn") else "o") + ("-" if r["status"] == "caught"
+                                                      else "--"),
+                color=colour, ms=3, lw=2 if r["status"] == "caught" else 1,
+                label=f"{label} (seed {r['seed']}): {r['status']}")
         for c in checks:
             if c.get("switch"):
-                ax.plot(c["step"], c["grid_fraction"], "*", color=colour, ms=13,
+                ax.plot(shift + c["step"], c["grid_fraction"], "*", color=colour, ms=13,
                         markeredgecolor="k", zorder=5)
     ax.axhline(threshold, color="0.5", ls=":", lw=1)
     ax.set_xlabel("training step")
     ax.set_ylabel("grid fraction (2 m)")
     ax.set_ylim(-0.02, 1.0)
-    ax.set_title("Gate readings of every try (*: the gate opened; dotted: threshold)",
+    ax.set_title("Gate readings of every try (*: the gate opened; dotted: threshold; "
+                 "squares: redrawn, from the try's last step)",
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()

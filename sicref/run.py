@@ -10,7 +10,7 @@ from . import grow as grow_module
 from .evaluate import (WalkConfig, checkpoint_reading, evaluate_run, headline,
                        reading_line, save_over_training, write_over_training)
 from .grow import (GROW_KEEP_MIN, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow,
-                   grow_until_two, pick_checkpoint)
+                   grow_until_two, pick_checkpoint, redraw_config)
 from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, TRY_THREADS, prepare_out, run_tries
 
@@ -38,13 +38,15 @@ MAIN_BIN_SIZE = 2.0 / 32  # 32 bins in the 2 m arena, the same bin size in 3 and
 
 def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, steps=None,
              overwrite=False, log=None, tries=DEFAULT_TRIES, jobs=DEFAULT_JOBS,
-             grow_steps=0, grow_until=False):
+             grow_steps=0, grow_until=False, redraw=False):
     """Train the preset (several initialisations when it has the annealing gate, see
     sicref.tries), evaluate the chosen one, write figures. grow_steps > 0 adds the
     second stage of sicref.grow when a lattice was caught: every unit but the best half
     of its 2 m modules (sicref.grow.keep_count) freed, grow_steps more steps at T = 30,
     evaluated in out/grow/evaluation; grow_until: stop the stage sooner, once
     GROW_CONFIRM 1000-step readings in a row have two modules (sicref.grow.grow_until_two).
+    redraw: a try that gives up is followed by its redrawn try (sicref.tries.run_tries,
+    sicref.grow.redraw_config).
 
     Returns the last evaluation's summary. Running it again on the same out continues
     an interrupted job (finished tries are not retrained); --overwrite starts over.
@@ -67,12 +69,15 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     prepare_out(out, overwrite)
     log(f"sicref run: preset {preset_name!r}, N={cfg.model.n_units}, "
         f"B={cfg.data.batch_size}, T={cfg.data.seq_len}, at most {cfg.train.steps} steps "
-        f"per try, up to {tries} tr{'y' if tries == 1 else 'ies'} ({jobs} at a time) -> "
-        f"{out}; each try's progress is in {out}/tries/*.log")
-    chosen, rows = run_tries(cfg, out, tries, jobs=jobs, log=log)
+        f"per try, up to {tries} tr{'y' if tries == 1 else 'ies'} ({jobs} at a time"
+        + (", each that gives up followed by its redrawn try" if redraw and tries > 1
+           else "") + f") -> {out}; each try's progress is in {out}/tries/*.log")
+    redrawn = redraw_config if redraw and tries > 1 else None
+    chosen, rows = run_tries(cfg, out, tries, jobs=jobs, log=log, redraw=redrawn)
     run_dir = rows[chosen]["run_dir"]
+    chosen_cfg = redrawn(cfg) if rows[chosen].get("redrawn") else cfg
     eval_dir = os.path.join(out, "evaluation")
-    log(f"evaluating try {chosen} ({run_dir})")
+    log(f"evaluating {try_name(rows[chosen])} ({run_dir})")
     summary = evaluate_run(run_dir, eval_dir, MAIN_ARENAS, seed=cfg.train.seed,
                            overwrite=True, log=log, bin_size=MAIN_BIN_SIZE)
     # SPEC §10: gridness is not monotonic in training; show it for every checkpoint.
@@ -81,7 +86,7 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     if len(rows) > 1:
         tries_plot(rows, cfg.optim.anneal_grid_fraction, eval_dir, "tries.png")
     log(f"figures and summary.json in {eval_dir}")
-    lines = tries_lines(rows, chosen) + gate_lines(run_dir, cfg) + headline(summary)
+    lines = tries_lines(rows, chosen) + gate_lines(run_dir, chosen_cfg) + headline(summary)
     if grow_steps:
         grown = grow_stage(rows[chosen], summary, out, grow_steps, cfg.train.seed, log,
                            until_two=grow_until)
@@ -154,6 +159,10 @@ def grow_stage(row, summary, out, steps, seed, log, until_two=False):
     return eval_dir, grown, lines
 
 
+def try_name(row):
+    return f"try {row['try']}" + (" redrawn" if row.get("redrawn") else "")
+
+
 def tries_lines(rows, chosen):
     """One line per try, then which one was evaluated."""
     if len(rows) == 1:
@@ -161,10 +170,10 @@ def tries_lines(rows, chosen):
     lines = []
     for r in rows:
         best = "-" if r["best_reading"] is None else f"{r['best_reading']:.0%}"
-        lines.append(f"try {r['try']} (seed {r['seed']}): {r['status']}, {r['steps']} "
+        lines.append(f"{try_name(r)} (seed {r['seed']}): {r['status']}, {r['steps']} "
                      f"steps, best gate reading {best}")
     caught = rows[chosen]["status"] == "caught"
-    lines.append(f"evaluated: try {chosen} ("
+    lines.append(f"evaluated: {try_name(rows[chosen])} ("
                  + ("the first to catch a lattice)" if caught else
                     "no try caught a lattice; this one came closest)"))
     return lines
@@ -228,6 +237,11 @@ def add_run_commands(sub):
                    "and stop the stage once two readings in a row have two modules "
                    "(--grow-steps N stays the most steps); the checkpoint is picked "
                    "among the readings up to there")
+    p.add_argument("--redraw", action="store_true",
+                   help="follow each try that gives up by its redrawn try: every unit's "
+                   "recurrent weights and start entry redrawn from the try's last "
+                   f"checkpoint, trained at T = {GROW_SEQ_LEN} and lr 1e-4 with a gate of "
+                   "its own (sicref.grow.redraw_config, docs/experiments.md)")
     # sicref.cli.main re-executes the command with TRY_THREADS BLAS threads unless the
     # environment already sets them (reexec_for_threads)
     p.set_defaults(func=_cmd_run, process_threads=TRY_THREADS)
@@ -239,5 +253,5 @@ def _cmd_run(args):
     with sigterm_exits():  # a stopped job stops its tries; a later call continues them
         main_job(args.preset, args.out, args.seed, args.steps, args.overwrite,
                  tries=args.tries, jobs=args.jobs, grow_steps=args.grow_steps,
-                 grow_until=args.grow_until_two)
+                 grow_until=args.grow_until_two, redraw=args.redraw)
     return 0

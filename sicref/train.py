@@ -139,10 +139,11 @@ def thread_env(environ, threads):
     return env
 
 
-def train_command(cfg_path, run_dir, threads=None, max_seconds=None):
+def train_command(cfg_path, run_dir, threads=None, max_seconds=None, init_from=None):
     """(argv, env) for `sicref train` in a subprocess that starts run_dir, or continues
     it from its latest checkpoint; a run dir left without one (its process died before
     the first checkpoint) is started over. threads: BLAS threads (None: inherited).
+    init_from: a checkpoint whose parameters a new start begins from (--init-from).
     The environment gains MALLOC_ENV where it does not set those names."""
     cmd = [sys.executable, "-m", "sicref", "train", "--config", cfg_path, "--out", run_dir]
     if max_seconds is not None:
@@ -150,8 +151,11 @@ def train_command(cfg_path, run_dir, threads=None, max_seconds=None):
     latest = os.path.join(run_dir, "checkpoints", "latest.npz")
     if os.path.exists(latest):
         cmd += ["--resume", latest]
-    elif os.path.isdir(run_dir) and os.listdir(run_dir):
-        cmd += ["--overwrite"]
+    else:
+        if init_from is not None:
+            cmd += ["--init-from", init_from]
+        if os.path.isdir(run_dir) and os.listdir(run_dir):
+            cmd += ["--overwrite"]
     env = dict(os.environ)
     for name, value in MALLOC_ENV.items():
         env.setdefault(name, value)

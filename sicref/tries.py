@@ -76,11 +76,11 @@ def prepare_out(out, overwrite):
     os.makedirs(os.path.join(out, "tries"), exist_ok=True)
 
 
-def _launch(cfg, run_dir, threads):
+def _launch(cfg, run_dir, threads, init_from=None):
     os.makedirs(run_dir, exist_ok=True)
     cfg_path = os.path.join(os.path.dirname(run_dir), os.path.basename(run_dir) + ".json")
     save_config(cfg, cfg_path)
-    cmd, env = train_command(cfg_path, run_dir, threads)
+    cmd, env = train_command(cfg_path, run_dir, threads, init_from=init_from)
     log = open(os.path.join(os.path.dirname(run_dir),
                             os.path.basename(run_dir) + ".log"), "a")
     return subprocess.Popen(cmd, stdout=log, stderr=log, env=env), log
@@ -104,80 +104,115 @@ def _last_progress_line(run_dir):
     return found[-1] if found else None
 
 
+def redraw_dir(out, index, seed):
+    return try_dir(out, index, seed) + "_redrawn"
+
+
 def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
-              launch=None):
+              launch=None, redraw=None):
     """Train up to `tries` initialisations of cfg into out/tries/, `jobs` at a time, and
     return (chosen index, rows). Continues an interrupted main job (every try resumes
     from its latest checkpoint; a try that has ended is not started again, nor one
-    above a try already caught). launch(cfg, run_dir, threads) -> (process, log file)
-    starts one try (default: a `sicref train` subprocess)."""
+    above a try already caught). launch(cfg, run_dir, threads[, init_from]) ->
+    (process, log file) starts one try (default: a `sicref train` subprocess).
+
+    redraw (True, or a function from a try's config to its redrawn try's): a try that
+    gives up is followed by its redrawn try (sicref.grow: every unit's recurrent
+    weights and start entry redrawn from the try's last checkpoint, then trained under
+    redraw(config), default sicref.grow.redraw_config, with its own gate) in out/tries/
+    try{i}_seed{s}_redrawn. The tries are then ordered try 0, try 0 redrawn, try 1, try 1
+    redrawn, ...; rows and the chosen index follow that order, and each row says which
+    try it is ("try") and whether it is the redrawn one ("redrawn")."""
+    from .grow import redraw_config, write_redraw_start
+
     launch = launch or _launch
     if tries < 1 or jobs < 1:
         raise TriesError(f"tries and jobs must be >= 1, got {tries} and {jobs}")
-    cfgs = [replace(cfg, train={"seed": try_seed(cfg.train.seed, i)}) for i in range(tries)]
-    dirs = [try_dir(out, i, c.train.seed) for i, c in enumerate(cfgs)]
+    firsts = [replace(cfg, train={"seed": try_seed(cfg.train.seed, i)})
+              for i in range(tries)]
+    if redraw is True:
+        redraw = redraw_config
+    order = [(i, r) for i in range(tries) for r in ((False, True) if redraw else (False,))]
+    cfgs = [redraw(firsts[i]) if r else firsts[i] for i, r in order]
+    dirs = [(redraw_dir if r else try_dir)(out, i, firsts[i].train.seed) for i, r in order]
+    names = [f"try {i}" + (" redrawn" if r else "") for i, r in order]
+    n = len(order)
     running, finished, caught, announced = {}, {}, set(), {}
-    for i in range(tries):  # a continued job: what is on disk already
-        if not os.path.isdir(dirs[i]):
+
+    def runnable(a):  # a redrawn try follows its try's give-up
+        return not order[a][1] or finished.get(a - 1) == "gave up"
+
+    def start(a):
+        if not order[a][1]:
+            return launch(cfgs[a], dirs[a], TRY_THREADS)
+        begin = dirs[a] + "_start.npz"
+        if not os.path.exists(os.path.join(dirs[a], "checkpoints", "latest.npz")):
+            write_redraw_start(dirs[a - 1], begin, cfgs[a])
+        return launch(cfgs[a], dirs[a], TRY_THREADS, init_from=begin)
+
+    for a in range(n):  # a continued job: what is on disk already
+        if not os.path.isdir(dirs[a]):
             continue
-        status = try_status(dirs[i], cfg)[0]
+        status = try_status(dirs[a], cfgs[a])[0]
         if status == "caught":
-            caught.add(i)
-        if run_ended(dirs[i], cfgs[i]):
-            finished[i] = status
-            log(f"try {i} (seed {cfgs[i].train.seed}) had ended: {status}")
-    next_index, last_report = 0, time.monotonic()
+            caught.add(a)
+        if run_ended(dirs[a], cfgs[a]):
+            finished[a] = status
+            log(f"{names[a]} (seed {cfgs[a].train.seed}) had ended: {status}")
+    last_report = time.monotonic()
     try:
         while True:
-            for i in list(running):  # collect ended processes
-                proc, fh = running[i]
+            for a in list(running):  # collect ended processes
+                proc, fh = running[a]
                 if proc.poll() is not None:
                     fh.close()
-                    del running[i]
+                    del running[a]
                     if proc.returncode != 0:
-                        raise TriesError(f"try {i} ({dirs[i]}) failed with exit code "
-                                         f"{proc.returncode}; its log is {dirs[i]}.log")
-                    finished[i] = try_status(dirs[i], cfg)[0]
-                    log(f"try {i} (seed {cfgs[i].train.seed}) ended: {finished[i]}")
-            for i in list(running) + list(finished):  # news from the gate
-                status, checks = try_status(dirs[i], cfg)
+                        raise TriesError(f"{names[a]} ({dirs[a]}) failed with exit code "
+                                         f"{proc.returncode}; its log is {dirs[a]}.log")
+                    finished[a] = try_status(dirs[a], cfgs[a])[0]
+                    log(f"{names[a]} (seed {cfgs[a].train.seed}) ended: {finished[a]}")
+            for a in list(running) + list(finished):  # news from the gate
+                status, checks = try_status(dirs[a], cfgs[a])
                 for c in checks:
-                    key = (i, c["step"])
+                    key = (a, c["step"])
                     if key in announced:
                         continue
                     announced[key] = True
                     if c.get("switch"):
-                        log(f"try {i}: the gate opened at step {c['step']} "
+                        log(f"{names[a]}: the gate opened at step {c['step']} "
                             f"({c['grid_fraction']:.0%} grid units)")
                     if c.get("confirmed"):
-                        log(f"try {i}: lattice confirmed at step {c['step']} "
+                        log(f"{names[a]}: lattice confirmed at step {c['step']} "
                             f"({c['grid_fraction']:.0%})")
                     if c.get("gave_up"):
-                        log(f"try {i}: gave up at step {c['step']}")
+                        log(f"{names[a]}: gave up at step {c['step']}")
                 if status == "caught":
-                    caught.add(i)
+                    caught.add(a)
             best = min(caught) if caught else None
-            for i in [i for i in running if best is not None and i > best]:
-                proc, fh = running.pop(i)
+            for a in [a for a in running if best is not None and a > best]:
+                proc, fh = running.pop(a)
                 proc.terminate()
                 proc.wait()
                 fh.close()
-                log(f"try {i} stopped: try {best} has caught a lattice")
-            while (len(running) < jobs and next_index < tries
-                   and (best is None or next_index <= best)):
-                if next_index in finished:
-                    next_index += 1
+                log(f"{names[a]} stopped: {names[best]} has caught a lattice")
+            # the lowest runnable tries first: the outcome does not depend on timing
+            for a in range(n if best is None else best + 1):
+                if len(running) >= jobs:
+                    break
+                if a in running or a in finished or not runnable(a):
                     continue
-                log(f"try {next_index}: seed {cfgs[next_index].train.seed} -> "
-                    f"{dirs[next_index]}")
-                running[next_index] = launch(cfgs[next_index], dirs[next_index], TRY_THREADS)
-                next_index += 1
+                what = (f"every unit of {names[a - 1]} redrawn, T = "
+                        f"{cfgs[a].data.seq_len}, lr {cfgs[a].optim.lr:g}"
+                        if order[a][1] else f"seed {cfgs[a].train.seed}")
+                log(f"{names[a]}: {what} -> {dirs[a]}")
+                running[a] = start(a)
             if not running:
                 break
             if time.monotonic() - last_report >= report_every:
                 last_report = time.monotonic()
-                for i in sorted(running):
-                    log(f"  try {i}: {_last_progress_line(dirs[i]) or 'starting'}")
+                for a in sorted(running):
+                    log(f"  {names[a]}: {_last_progress_line(dirs[a]) or 'starting'}")
             time.sleep(poll)
     finally:
         for proc, fh in running.values():
@@ -186,24 +221,25 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
             fh.close()
     chosen = min(caught) if caught else None
     rows = []
-    for i in range(tries):
-        status, checks = try_status(dirs[i], cfg) if os.path.isdir(dirs[i]) else (
+    for a, (i, redrawn) in enumerate(order):
+        status, checks = try_status(dirs[a], cfgs[a]) if os.path.isdir(dirs[a]) else (
             "not run", [])
-        if i in finished and status == "open":
+        if a in finished and status == "open":
             status = "ended"  # reached train.steps with the gate shut (or no gate)
-        elif i not in finished and status != "caught" and chosen is not None and i > chosen:
-            status = "stopped" if os.path.isdir(dirs[i]) else "not run"
-        last = _progress(dirs[i]) if os.path.isdir(dirs[i]) else None
+        elif a not in finished and status != "caught" and chosen is not None and a > chosen:
+            status = "stopped" if os.path.isdir(dirs[a]) else "not run"
+        last = _progress(dirs[a]) if os.path.isdir(dirs[a]) else None
         switch = next((c["step"] for c in checks if c.get("switch")), None)
-        rows.append({"try": i, "seed": cfgs[i].train.seed, "run_dir": dirs[i],
-                     "status": status, "steps": last["step"] if last else 0,
-                     "switch_step": switch,
-                     "best_reading": max((c["grid_fraction"] for c in checks),
-                                         default=None)})
+        row = {"try": i, "seed": cfgs[a].train.seed, "run_dir": dirs[a],
+               "status": status, "steps": last["step"] if last else 0,
+               "switch_step": switch,
+               "best_reading": max((c["grid_fraction"] for c in checks), default=None)}
+        if redraw:
+            row["redrawn"] = redrawn
+        rows.append(row)
     if chosen is None:  # no lattice: show the try that came closest
-        ran = [r for r in rows if r["best_reading"] is not None]
-        chosen = (max(ran, key=lambda r: (r["best_reading"], -r["try"]))["try"]
-                  if ran else 0)
+        ran = [a for a in range(n) if rows[a]["best_reading"] is not None]
+        chosen = (max(ran, key=lambda a: (rows[a]["best_reading"], -a)) if ran else 0)
     atomic_write_text(os.path.join(out, LAYOUT_FILE), json.dumps(
         {"chosen": chosen, "caught": chosen in caught, "tries": rows}, indent=1))
     return chosen, rows

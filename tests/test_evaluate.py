@@ -121,7 +121,7 @@ def test_main_job_trains_evaluates_and_continues(tmp_path, capsys, monkeypatch):
         monkeypatch.setenv(name, "1")
     out = tmp_path / "main"
     assert main(["run", "--preset", "tiny", "--steps", "10", "--out", str(out),
-                 "--grow-steps", "3", "--grow-until-two"]) == 0
+                 "--grow-steps", "3", "--grow-until-two", "--redraw"]) == 0
     err = capsys.readouterr().err
     assert "figures:" in err and "grid units" in err
     # tiny has no annealing gate, so no lattice is caught: nothing to grow beside

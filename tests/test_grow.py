@@ -93,6 +93,14 @@ def test_the_stage_frees_the_units_outside_the_modules_and_trains_at_T30(source,
     assert load_checkpoint(run_dir)["step"] == 6
 
 
+def test_a_source_without_a_module_has_every_unit_freed_and_says_so(source, tmp_path):
+    lines = []
+    _, layout = grow(str(source), summary_for(10, [-1] * 8), str(tmp_path / "g"), 2,
+                     seed=0, log=lines.append)
+    assert layout["freed"] == list(range(8))
+    assert "no 2 m module, so every unit" in lines[0]
+
+
 def test_a_stopped_stage_continues_to_the_same_network(source, tmp_path):
     whole, _ = grow(str(source), summary_for(10), str(tmp_path / "a"), 6, 1, log=QUIET)
     part, _ = grow(str(source), summary_for(10), str(tmp_path / "b"), 4, 1, log=QUIET)
@@ -298,3 +306,21 @@ def test_main_job_grown_until_two_stops_and_picks_among_the_readings(tmp_path,
     assert any("stopped at step 3 of at most 6, 2 readings in a row with two modules; "
                in ln and ln.endswith("step 3 (most modules) evaluated with 800 walks "
                                      "of 100 steps:") for ln in lines)
+
+
+def test_the_redraw_example_configs_are_the_stages_with_and_without_a_gate():
+    """examples/configs/redraw_T30*.json (docs/experiments.md, "Redrawing the recurrent
+    layer of a try that gave up") are the stage's settings for the laptop preset."""
+    import os
+    from sicref.config import load_config
+    here = os.path.join(os.path.dirname(__file__), "..", "examples", "configs")
+    stage = grow_config(preset("laptop"), 4000, 0)
+    assert load_config(os.path.join(here, "redraw_T30.json")) == stage
+    gated = load_config(os.path.join(here, "redraw_T30_gate.json"))
+    assert replace(gated, optim={k: getattr(stage.optim, k) for k in vars(stage.optim)
+                                 if k.startswith("anneal")},
+                   train={"steps": 4000, "checkpoint_every": 1000}) == stage
+    assert gated.optim.anneal_lr == GROW_LR / 10 and gated.optim.anneal_give_up == 4000
+    # and the gated one is what `sicref run --redraw` trains a redrawn try with
+    from sicref.grow import redraw_config
+    assert redraw_config(preset("laptop")) == gated

@@ -232,10 +232,14 @@ def test_train_command_starts_continues_or_restarts_a_run_dir(tmp_path):
     run.mkdir()
     (run / "metrics.jsonl").write_text("")  # died before its first checkpoint
     assert train_command("c.json", str(run))[0][-1] == "--overwrite"
+    # a start from other parameters: --init-from until the run has a checkpoint
+    assert train_command("c.json", str(run), init_from="s.npz")[0][-3:] == [
+        "--init-from", "s.npz", "--overwrite"]
     (run / "checkpoints").mkdir()
     (run / "checkpoints/latest.npz").write_bytes(b"")
-    assert train_command("c.json", str(run))[0][-2:] == [
-        "--resume", str(run / "checkpoints/latest.npz")]
+    for init_from in (None, "s.npz"):
+        assert train_command("c.json", str(run), init_from=init_from)[0][-2:] == [
+            "--resume", str(run / "checkpoints/latest.npz")]
 
 
 def test_train_command_keeps_freed_memory_unless_the_caller_says_otherwise(monkeypatch):

@@ -40,7 +40,7 @@ def test_no_catch_runs_every_try_to_its_give_up(tmp_path):
 class InProcess:
     """A try trained in a thread of this process, so that a test can script the gate."""
 
-    def __init__(self, cfg, run_dir, threads):
+    def __init__(self, cfg, run_dir, threads, init_from=None):
         import os
         import threading
 
@@ -49,7 +49,10 @@ class InProcess:
         self.returncode, self.terminated = None, False
 
         def work():
-            train(cfg, run_dir, resume=resume, log=QUIET)
+            if resume is None and init_from is not None:
+                train(cfg, run_dir, init_from=init_from, overwrite=True, log=QUIET)
+            else:
+                train(cfg, run_dir, resume=resume, log=QUIET)
             self.returncode = 0
 
         self.thread = threading.Thread(target=work)
@@ -85,18 +88,89 @@ def gate_by_seed(monkeypatch):
         # g0_raw moves little in a few steps: the nearest initial g0_raw names the seed
         return min(marks, key=lambda s: np.abs(params["g0_raw"] - marks[s]).sum())
 
+    from sicref.grow import free_units
+
     cfg = preset("tiny")
+    n = cfg.model.n_units
     for s in (0, 1000, 2000, 3000):
-        marks[s] = init_params(np.random.default_rng(s), cfg.model.n_units,
-                               cfg.model.hidden)["g0_raw"]
+        marks[s] = init_params(np.random.default_rng(s), n, cfg.model.hidden)["g0_raw"]
+        # a redrawn try's start entries are drawn from its try's seed ("r", seed)
+        marks["r", s] = free_units(init_params(np.random.default_rng(0), n,
+                                               cfg.model.hidden),
+                                   np.arange(n), np.random.default_rng(s))["g0_raw"]
     fake.lookup, fake.catch = lookup, set()
     monkeypatch.setattr(sicref.evaluate, "grid_check", fake)
     return fake
 
 
-def launch_in_process(cfg, run_dir, threads):
-    p = InProcess(cfg, run_dir, threads)
+def launch_in_process(cfg, run_dir, threads, init_from=None):
+    p = InProcess(cfg, run_dir, threads, init_from)
     return p, p
+
+
+def tiny_redraw(cfg):
+    """A redrawn try's config at tiny size (sicref.grow.redraw_config is the real one):
+    longer trajectories, a lower lr, its own gate."""
+    return replace(cfg, data={"seq_len": 8}, optim={"lr": 3e-3, "anneal_lr": 3e-4})
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_try_that_gives_up_is_followed_by_its_redrawn_try(tmp_path, gate_by_seed, jobs):
+    import numpy as np
+
+    from sicref.grow import free_units
+
+    gate_by_seed.catch = {("r", 1000)}  # only try 1, redrawn, reads as a lattice
+    cfg = gated(0.3, anneal_confirm=1, anneal_give_up=10)
+    lines = []
+    chosen, rows = run_tries(cfg, str(tmp_path), 3, jobs=jobs, log=lines.append,
+                             poll=0.01, launch=launch_in_process, redraw=tiny_redraw)
+    assert chosen == 3
+    assert [(r["try"], r["redrawn"], r["status"]) for r in rows[:4]] == [
+        (0, False, "gave up"), (0, True, "gave up"), (1, False, "gave up"),
+        (1, True, "caught")]
+    assert rows[4]["status"] in ("not run", "stopped") and rows[5]["status"] == "not run"
+    assert rows[3]["run_dir"] == str(tmp_path / "tries/try1_seed1000_redrawn")
+    assert rows[3]["seed"] == 1000 and rows[3]["switch_step"] == 5
+    # the redrawn try starts from try 1's last checkpoint with every unit redrawn from
+    # try 1's seed, under the redrawn config, and is that plain run to the bit
+    start = load_checkpoint(rows[3]["run_dir"] + "_start.npz")
+    last = load_checkpoint(rows[2]["run_dir"])
+    assert last["step"] == 10
+    want = free_units(last["params"], np.arange(8), np.random.default_rng(1000))
+    assert all(np.array_equal(start["params"][k], want[k]) for k in want)
+    redrawn_cfg = tiny_redraw(replace(cfg, train={"seed": 1000}))
+    assert load_checkpoint(rows[3]["run_dir"])["config"] == redrawn_cfg
+    plain = train(redrawn_cfg, tmp_path / "plain", init_from=rows[3]["run_dir"] +
+                  "_start.npz", log=QUIET)
+    got = load_checkpoint(rows[3]["run_dir"])["params"]
+    assert all(np.array_equal(got[k], plain[k]) for k in plain)
+    assert "evaluated: try 1 redrawn (the first to catch a lattice)" in tries_lines(
+        rows, chosen)[-1]
+    assert any(ln.startswith("try 1 redrawn: every unit of try 1 redrawn, T = 8")
+               for ln in lines)
+    layout = json.loads((tmp_path / "tries.json").read_text())
+    assert layout["chosen"] == 3 and layout["caught"] is True
+    from sicref.plots import tries_plot
+
+    tries_plot(rows, 0.3, str(tmp_path), "tries.png")
+    # continued, the finished job relaunches nothing and reads the same
+    def no_launch(*a, **k):
+        raise AssertionError(f"relaunched {a[1]}")
+
+    again = run_tries(cfg, str(tmp_path), 3, jobs=jobs, log=QUIET, poll=0.01,
+                      launch=no_launch, redraw=tiny_redraw)
+    assert again[0] == 3 and again[1][:4] == rows[:4]
+
+
+def test_a_try_that_catches_is_not_redrawn(tmp_path, gate_by_seed):
+    gate_by_seed.catch = {0}
+    cfg = gated(0.3, anneal_confirm=1, anneal_give_up=10)
+    chosen, rows = run_tries(cfg, str(tmp_path), 2, jobs=2, log=QUIET, poll=0.01,
+                             launch=launch_in_process, redraw=tiny_redraw)
+    assert chosen == 0 and rows[0]["status"] == "caught"
+    assert rows[1]["status"] == "not run" and not (tmp_path / "tries/try0_seed0_redrawn"
+                                                   ).exists()
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -228,3 +302,29 @@ def test_progress_line_is_the_tries_latest(tmp_path):
              "step 200/10000 | total 0.09 | lr 1.00e-03 | 21.0 steps/s | ETA 7m"]
     (tmp_path / "try0_seed0.log").write_text("x" * 5000 + "\n" + "\n".join(lines) + "\n")
     assert _last_progress_line(str(run)) == lines[2]
+
+
+def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, gate_by_seed,
+                                                                    monkeypatch):
+    import sicref.run
+
+    gate_by_seed.catch = {("r", 0)}  # try 0 gives up, its redrawn try catches
+    cfg = gated(0.3, anneal_confirm=1, anneal_give_up=10)
+    monkeypatch.setattr(sicref.run, "preset", lambda name: cfg)
+    monkeypatch.setattr(sicref.run, "redraw_config", tiny_redraw)
+    real = sicref.run.run_tries
+    monkeypatch.setattr(sicref.run, "run_tries", lambda *a, **k: real(
+        *a, **{**k, "launch": launch_in_process, "poll": 0.01}))
+    lines = []
+    out = tmp_path / "main"
+    summary = sicref.run.main_job("gated", str(out), tries=2, log=lines.append,
+                                  redraw=True)
+    where = str(out / "tries/try0_seed0_redrawn")
+    assert f"evaluating try 0 redrawn ({where})" in lines
+    assert "evaluated: try 0 redrawn (the first to catch a lattice)" in lines
+    # the gate line reads the redrawn try's gate (its lr after the switch)
+    assert any(ln.startswith("annealing: the gate opened at step 5") and "lr 0.0003" in ln
+               for ln in lines)
+    assert summary["step"] == 10  # switch at 5, anneal_steps 5 more
+    assert summary["checkpoint"].startswith(where)
+    assert (out / "evaluation/tries.png").exists()
