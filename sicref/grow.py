@@ -266,7 +266,8 @@ def grow_until_two(source, summary, out, steps, seed, read, log=print, keep=None
 REDRAW_ANNEAL = {"lr": GROW_LR, "anneal_lr": GROW_LR / 10, "anneal_check_every": 500,
                  "anneal_check_from": 1000, "anneal_give_up": 4000, "anneal_confirm": 2,
                  "anneal_steps": 3000, "anneal_half_life": 1000}
-REDRAW_STEPS = 7000  # anneal_give_up + anneal_steps: the longest redrawn run
+# the longest redrawn run: a switch at the give-up step, then anneal_steps more
+REDRAW_STEPS = REDRAW_ANNEAL["anneal_give_up"] + REDRAW_ANNEAL["anneal_steps"]
 
 
 def redraw_config(cfg):

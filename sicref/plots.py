@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 
 from .checkpoint import read_jsonl  # noqa: E402
 from .gridness import autocorrelogram  # noqa: E402
+from .tries import try_name  # noqa: E402
 
 
 def _save(fig, out, name):
@@ -203,12 +204,11 @@ def tries_plot(rows, threshold, out, name):
         # a redrawn try is drawn on from where its try gave up
         shift = next((p["steps"] for p in rows if p["try"] == r["try"]
                       and not p.get("redrawn")), 0) if r.get("redrawn") else 0
-        label = f"try {r['try']}" + (" redrawn" if r.get("redrawn") else "")
         ax.plot([shift + c["step"] for c in checks], [c["grid_fraction"] for c in checks],
                 ("s" if r.get("redrawn") else "o") + ("-" if r["status"] == "caught"
                                                       else "--"),
                 color=colour, ms=3, lw=2 if r["status"] == "caught" else 1,
-                label=f"{label} (seed {r['seed']}): {r['status']}")
+                label=f"{try_name(r)} (seed {r['seed']}): {r['status']}")
         for c in checks:
             if c.get("switch"):
                 ax.plot(shift + c["step"], c["grid_fraction"], "*", color=colour, ms=13,

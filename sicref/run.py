@@ -9,10 +9,10 @@ from .config import DEFAULT_PRESET, preset, replace
 from . import grow as grow_module
 from .evaluate import (WalkConfig, checkpoint_reading, evaluate_run, headline,
                        reading_line, save_over_training, write_over_training)
-from .grow import (GROW_KEEP_MIN, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow,
+from .grow import (GROW_KEEP_MIN, GROW_LR, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow,
                    grow_until_two, pick_checkpoint, redraw_config)
 from .plots import tries_plot
-from .tries import TRY_SEED_STRIDE, TRY_THREADS, prepare_out, run_tries
+from .tries import TRY_SEED_STRIDE, TRY_THREADS, prepare_out, run_tries, try_name
 
 # Ten tries: a pair of failed tries takes about 3 minutes on 2 cores (5 on a slower
 # machine), so ten take about 17 with the evaluation, 19 when the last pair catches a
@@ -64,15 +64,18 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     changes = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
     if changes:
         cfg = replace(cfg, train=changes)
-    if cfg.optim.anneal_lr <= 0:
+    gated = cfg.optim.anneal_lr > 0
+    if not gated:
         tries = 1  # without the gate nothing tells a lattice apart
     prepare_out(out, overwrite)
     log(f"sicref run: preset {preset_name!r}, N={cfg.model.n_units}, "
         f"B={cfg.data.batch_size}, T={cfg.data.seq_len}, at most {cfg.train.steps} steps "
         f"per try, up to {tries} tr{'y' if tries == 1 else 'ies'} ({jobs} at a time"
-        + (", each that gives up followed by its redrawn try" if redraw and tries > 1
+        + (", each that gives up followed by its redrawn try" if redraw and gated
            else "") + f") -> {out}; each try's progress is in {out}/tries/*.log")
-    redrawn = redraw_config if redraw and tries > 1 else None
+    if redraw and not gated:
+        log("--redraw ignored: the preset has no annealing gate, so no try gives up")
+    redrawn = redraw_config if redraw and gated else None
     chosen, rows = run_tries(cfg, out, tries, jobs=jobs, log=log, redraw=redrawn)
     run_dir = rows[chosen]["run_dir"]
     chosen_cfg = redrawn(cfg) if rows[chosen].get("redrawn") else cfg
@@ -159,10 +162,6 @@ def grow_stage(row, summary, out, steps, seed, log, until_two=False):
     return eval_dir, grown, lines
 
 
-def try_name(row):
-    return f"try {row['try']}" + (" redrawn" if row.get("redrawn") else "")
-
-
 def tries_lines(rows, chosen):
     """One line per try, then which one was evaluated."""
     if len(rows) == 1:
@@ -240,7 +239,7 @@ def add_run_commands(sub):
     p.add_argument("--redraw", action="store_true",
                    help="follow each try that gives up by its redrawn try: every unit's "
                    "recurrent weights and start entry redrawn from the try's last "
-                   f"checkpoint, trained at T = {GROW_SEQ_LEN} and lr 1e-4 with a gate of "
+                   f"checkpoint, trained at T = {GROW_SEQ_LEN} and lr {GROW_LR:g} with a gate of "
                    "its own (sicref.grow.redraw_config, docs/experiments.md)")
     # sicref.cli.main re-executes the command with TRY_THREADS BLAS threads unless the
     # environment already sets them (reexec_for_threads)

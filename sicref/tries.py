@@ -104,6 +104,11 @@ def _last_progress_line(run_dir):
     return found[-1] if found else None
 
 
+def try_name(row):
+    """How the logs and figures name a try: "try 3", or "try 3 redrawn"."""
+    return f"try {row['try']}" + (" redrawn" if row.get("redrawn") else "")
+
+
 def redraw_dir(out, index, seed):
     return try_dir(out, index, seed) + "_redrawn"
 
@@ -135,7 +140,7 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
     order = [(i, r) for i in range(tries) for r in ((False, True) if redraw else (False,))]
     cfgs = [redraw(firsts[i]) if r else firsts[i] for i, r in order]
     dirs = [(redraw_dir if r else try_dir)(out, i, firsts[i].train.seed) for i, r in order]
-    names = [f"try {i}" + (" redrawn" if r else "") for i, r in order]
+    names = [try_name({"try": i, "redrawn": r}) for i, r in order]
     n = len(order)
     running, finished, caught, announced = {}, {}, set(), {}
 

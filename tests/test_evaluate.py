@@ -126,6 +126,7 @@ def test_main_job_trains_evaluates_and_continues(tmp_path, capsys, monkeypatch):
     assert "figures:" in err and "grid units" in err
     # tiny has no annealing gate, so no lattice is caught: nothing to grow beside
     assert "grow: skipped, no try caught a lattice" in err and not (out / "grow").exists()
+    assert "--redraw ignored: the preset has no annealing gate" in err
     s = json.loads((out / "evaluation/summary.json").read_text())
     assert set(s["arenas"]) == {"2m", "3m", "4m"} and s["step"] == 10
     over = json.loads((out / "evaluation/over_training.json").read_text())

@@ -304,8 +304,9 @@ def test_progress_line_is_the_tries_latest(tmp_path):
     assert _last_progress_line(str(run)) == lines[2]
 
 
+@pytest.mark.parametrize("tries", [1, 2])  # --tries 1 still redraws its one try
 def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, gate_by_seed,
-                                                                    monkeypatch):
+                                                                    monkeypatch, tries):
     import sicref.run
 
     gate_by_seed.catch = {("r", 0)}  # try 0 gives up, its redrawn try catches
@@ -317,7 +318,7 @@ def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, ga
         *a, **{**k, "launch": launch_in_process, "poll": 0.01}))
     lines = []
     out = tmp_path / "main"
-    summary = sicref.run.main_job("gated", str(out), tries=2, log=lines.append,
+    summary = sicref.run.main_job("gated", str(out), tries=tries, log=lines.append,
                                   redraw=True)
     where = str(out / "tries/try0_seed0_redrawn")
     assert f"evaluating try 0 redrawn ({where})" in lines
