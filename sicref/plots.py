@@ -193,13 +193,32 @@ def over_training_plot(rows, arena, out, name):
     return _save(fig, out, name)
 
 
+def tries_legend(rows):
+    """One legend line per try, its redrawn try's outcome after its own: e.g.
+    'try 9 (seed 9013): gave up; redrawn: caught' (a 20-row legend for ten redrawn
+    tries was hard to read)."""
+    lines = {}
+    for r in rows:
+        if r.get("redrawn"):
+            continue
+        lines[r["try"]] = f"{try_name(r)} (seed {r['seed']}): {r['status']}"
+    for r in rows:
+        if r.get("redrawn") and r["try"] in lines:
+            lines[r["try"]] += f"; redrawn: {r['status']}"
+    return [lines[t] for t in sorted(lines)]
+
+
 def tries_plot(rows, threshold, out, name):
     """The gate's readings of every try of a main job; solid lines caught a lattice."""
+    from matplotlib.lines import Line2D
+
     fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    drawn = set()
     for r in rows:
         checks = read_jsonl(os.path.join(r["run_dir"], "gridness.jsonl"), partial_ok=True)
         if not checks:
             continue
+        drawn.add(r["try"])
         colour = f"C{r['try'] % 10}"
         # a redrawn try is drawn on from where its try gave up
         shift = next((p["steps"] for p in rows if p["try"] == r["try"]
@@ -207,8 +226,7 @@ def tries_plot(rows, threshold, out, name):
         ax.plot([shift + c["step"] for c in checks], [c["grid_fraction"] for c in checks],
                 ("s" if r.get("redrawn") else "o") + ("-" if r["status"] == "caught"
                                                       else "--"),
-                color=colour, ms=3, lw=2 if r["status"] == "caught" else 1,
-                label=f"{try_name(r)} (seed {r['seed']}): {r['status']}")
+                color=colour, ms=3, lw=2 if r["status"] == "caught" else 1)
         for c in checks:
             if c.get("switch"):
                 ax.plot(shift + c["step"], c["grid_fraction"], "*", color=colour, ms=13,
@@ -218,9 +236,17 @@ def tries_plot(rows, threshold, out, name):
     ax.set_ylabel("grid fraction (2 m)")
     ax.set_ylim(-0.02, 1.0)
     ax.set_title("Gate readings of every try (*: the gate opened; dotted: threshold; "
-                 "squares: redrawn, from the try's last step)",
-                 fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+                 "solid: caught)", fontsize=9)
+    labels = tries_legend([r for r in rows if r["try"] in drawn])
+    tries = sorted(drawn)
+    handles = [Line2D([], [], color=f"C{t % 10}", marker="o", ms=3, lw=1) for t in tries]
+    if any(r.get("redrawn") for r in rows if r["try"] in drawn):
+        handles += [Line2D([], [], color="0.4", marker="o", ms=3, lw=0),
+                    Line2D([], [], color="0.4", marker="s", ms=3, lw=0)]
+        labels += ["circles: the try", "squares: its redrawn try, from the try's last step"]
+    if handles:
+        ax.legend(handles, labels, fontsize=7, loc="upper left",
+                  bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return _save(fig, out, name)
 

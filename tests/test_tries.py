@@ -329,3 +329,15 @@ def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, ga
     assert summary["step"] == 10  # switch at 5, anneal_steps 5 more
     assert summary["checkpoint"].startswith(where)
     assert (out / "evaluation/tries.png").exists()
+
+
+def test_tries_legend_puts_a_redrawn_try_on_its_try_line():
+    from sicref.plots import tries_legend
+
+    rows = [{"try": 0, "seed": 5, "status": "gave up"},
+            {"try": 0, "seed": 5, "status": "caught", "redrawn": True},
+            {"try": 1, "seed": 1005, "status": "gave up"},
+            {"try": 2, "seed": 2005, "status": "stopped"}]
+    assert tries_legend(rows) == ["try 0 (seed 5): gave up; redrawn: caught",
+                                  "try 1 (seed 1005): gave up",
+                                  "try 2 (seed 2005): stopped"]
