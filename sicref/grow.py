@@ -189,13 +189,15 @@ def stage_layout(source, summary, out, seed, keep=None):
     return path, state, layout
 
 
-def grow(source, summary, out, steps, seed, log=print, keep=None):
+def grow(source, summary, out, steps, seed, log=print, keep=None, last_step=None):
     """Free the units of checkpoint `source` that `summary` (its evaluation) puts in no
     2 m module, and its module units beyond the `keep` best (units_to_free; None: the
     stage's rule, keep_count), then train `steps` steps (grow_config) into out/run. The
     freeing draws from `seed`, the data stream too. Calling it again continues out/run
     (train.steps may grow); a run grown from another checkpoint, seed or other units,
-    or an unreadable out/freed.json, is refused (stage_layout).
+    or an unreadable out/freed.json, is refused (stage_layout). last_step: the stage
+    trains in chunks (grow_until_two) and ends there at most; the progress lines count
+    to it.
 
     Returns (run directory, layout dict: source, step, freed units)."""
     from .train import train
@@ -209,7 +211,7 @@ def grow(source, summary, out, steps, seed, log=print, keep=None):
     os.makedirs(out, exist_ok=True)
     if os.path.exists(latest):
         log(f"grow: continuing {run_dir}")
-        train(cfg, run_dir, resume=latest, log=log)
+        train(cfg, run_dir, resume=latest, log=log, last_step=last_step)
         return run_dir, layout
     kept = n - len(units)
     which = (f"every unit but the {kept} module units with the highest 2 m score60"
@@ -220,7 +222,8 @@ def grow(source, summary, out, steps, seed, log=print, keep=None):
     params = free_units(state["params"], units, np.random.default_rng(seed))
     save_start_checkpoint(start, params, cfg, seed)
     atomic_write_text(os.path.join(out, LAYOUT_FILE), json.dumps(layout, indent=1))
-    train(cfg, run_dir, init_from=start, overwrite=True, log=log)
+    train(cfg, run_dir, init_from=start, overwrite=True, log=log,
+          last_step=last_step)
     return run_dir, layout
 
 
@@ -251,7 +254,7 @@ def grow_until_two(source, summary, out, steps, seed, read, log=print, keep=None
         if not os.path.exists(ckpt):
             log(f"grow: training to step {end} (at most {steps}; the stage stops once "
                 f"{GROW_CONFIRM} readings in a row have two modules)")
-            grow(source, summary, out, end, seed, log=log, keep=keep)
+            grow(source, summary, out, end, seed, log=log, keep=keep, last_step=steps)
         rows.append(read(ckpt))
         if two_modules_held(rows):
             return run_dir, layout, rows, end < steps

@@ -178,20 +178,27 @@ def _format_eta(seconds):
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def progress_line(step, total_steps, values, rate, give_up=None):
+def progress_line(step, total_steps, values, rate, give_up=None, last_step=None):
     """One progress line. give_up: the step at which a run whose annealing gate has not
-    opened ends; the ETA is then to that step, as the gate decides there."""
-    until = give_up if give_up and step < give_up < total_steps else total_steps
+    opened ends; the ETA is then to that step, as the gate decides there. last_step:
+    the run trains in chunks (the stage of `sicref run --grow-until-two`) and this chunk
+    ends at total_steps; the line counts to last_step and its ETA is to there."""
+    if last_step is not None and last_step > total_steps:
+        until, shown = last_step, last_step
+        note = f" (at most; this part ends at step {total_steps})"
+    else:
+        until = give_up if give_up and step < give_up < total_steps else total_steps
+        shown = total_steps
+        note = (f" (to step {until}, where the run gives up unless the gate opens)"
+                if until != total_steps else "")
     eta = (until - step) / rate if rate > 0 else float("nan")
     parts = " ".join(f"{k[:3]} {values[k]:.4g}" for k in PARTS)
-    return (f"step {step}/{total_steps} | total {values['total']:.5g} | {parts} | "
-            f"lr {values['lr']:.2e} | {rate:.1f} steps/s | ETA {_format_eta(eta)}"
-            + (f" (to step {until}, where the run gives up unless the gate opens)"
-               if until != total_steps else ""))
+    return (f"step {step}/{shown} | total {values['total']:.5g} | {parts} | "
+            f"lr {values['lr']:.2e} | {rate:.1f} steps/s | ETA {_format_eta(eta)}{note}")
 
 
 def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
-          init_from=None):
+          init_from=None, last_step=None):
     """Train cfg into run directory out; returns the final params.
 
     resume: a checkpoint (or run directory) to continue from; its config must equal
@@ -199,7 +206,8 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
     to stderr). max_seconds: stop early, with a checkpoint, once this much wall time
     has passed (a later resume continues exactly). init_from: start a new run from
     the parameters of another checkpoint (fresh optimiser state and data stream), e.g.
-    to continue a run at another learning rate.
+    to continue a run at another learning rate. last_step: this run is one chunk of a
+    longer one that ends there; the progress lines count to it (progress_line).
     """
     validate(cfg)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -280,7 +288,8 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
                 metrics.flush()
                 give_up = o.anneal_give_up if (o.anneal_lr > 0
                                                and schedule["stage"] == 1) else None
-                log(progress_line(step, total_steps, values, steps_done / elapsed, give_up))
+                log(progress_line(step, total_steps, values, steps_done / elapsed, give_up,
+                                  last_step))
             out_of_time = (max_seconds is not None
                            and time.perf_counter() - t0 > max_seconds)
             if step % cfg.train.checkpoint_every == 0 or step == total_steps or out_of_time:

@@ -387,3 +387,16 @@ def test_grid_check_walks_have_the_length_asked_for():
         assert got[0] == summary["grid_fraction"]
         assert got[1] == summary["median_score60_active"] or (
             np.isnan(got[1]) and np.isnan(summary["median_score60_active"]))
+
+
+def test_progress_of_a_chunk_counts_to_the_last_step():
+    from sicref.train import PARTS, progress_line
+
+    values = {"total": 0.1, "lr": 1e-3, **{k: 0.0 for k in PARTS}}
+    chunk = progress_line(1500, 2000, values, 10.0, last_step=10000)
+    # (10000 - 1500) / 10 steps/s = 850 s
+    assert chunk.startswith("step 1500/10000 |")
+    assert "ETA 0:14:10 (at most; this part ends at step 2000)" in chunk
+    # the last chunk is a plain run
+    assert progress_line(9500, 10000, values, 10.0, last_step=10000) == progress_line(
+        9500, 10000, values, 10.0)

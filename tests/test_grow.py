@@ -264,6 +264,9 @@ def test_growing_until_two_stops_at_the_second_reading_with_two(source, tmp_path
     assert layout["freed"] == [1, 3, 5, 6]
     assert load_checkpoint(run_dir)["step"] == 10  # nothing trained past the stop
     assert sum(ln.startswith("grow: training to step") for ln in lines) == 5
+    # every chunk's progress lines count to the stage's last step, 13
+    progress = [ln for ln in lines if ln.startswith("step ")]
+    assert progress and all(ln.split(" |")[0].endswith("/13") for ln in progress)
     # the same network as the stage trained in one go (whose steps go past the stop)
     whole, _ = grow(str(source), summary_for(10), str(tmp_path / "whole"), 13, 1,
                     log=QUIET)
