@@ -5,9 +5,10 @@
 and the figures of `sicref.plots`.
 """
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import numpy as np
@@ -363,17 +364,89 @@ def period_consistency(arrays, reference=2.0, tolerance=0.10):
     return out
 
 
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_CODE_ID = []
+
+
+def code_id():
+    """sicref's version, a sha256 of its source files and NumPy's version: an evaluation
+    written by other code is not reused (a fix in the analysis must show)."""
+    if not _CODE_ID:
+        from . import __version__
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        h = hashlib.sha256()
+        for name in sorted(os.listdir(here)):
+            if name.endswith(".py"):
+                h.update(name.encode() + b"\0")
+                with open(os.path.join(here, name), "rb") as f:
+                    h.update(f.read())
+        _CODE_ID.append(f"{__version__} {h.hexdigest()[:16]} numpy {np.__version__}")
+    return _CODE_ID[0]
+
+
+def _request(path, **settings):
+    """What an evaluation or reading was asked: the checkpoint's bytes (sha256), the
+    settings and the code (code_id), in the form JSON gives back (tuples as lists), so
+    that a result written to disk can be matched against a new request."""
+    request = {"checkpoint_sha256": file_sha256(path), "sicref": code_id()}
+    for k, v in settings.items():
+        request[k] = asdict(v) if hasattr(v, "__dataclass_fields__") else v
+    return json.loads(json.dumps(request))
+
+
+def _earlier_summary(out, request, log):
+    """out/summary.json when it answers `request` and its figures are all there."""
+    path = os.path.join(out, "summary.json")
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log(f"{path} is unreadable ({e}); evaluating again")
+        return None
+    if not isinstance(summary, dict) or summary.get("request") != request:
+        return None
+    figures = summary.get("figures")
+    if not isinstance(figures, list) or not all(
+            isinstance(f, str) and os.path.exists(os.path.join(out, f)) for f in figures):
+        return None
+    return summary
+
+
 def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
                  overwrite=False, walk=WalkConfig(), log=print, bin_size=None,
-                 modules=ModuleRule()):
-    """Evaluate a run directory or checkpoint; write summary.json and figures to out."""
+                 modules=ModuleRule(), reuse=False):
+    """Evaluate a run directory or checkpoint; write the figures, then summary.json, to
+    out. reuse: when out/summary.json already answers the same request (the same
+    checkpoint bytes, settings and sicref code, code_id; its figures there), return it
+    without evaluating again (a continued `sicref run`); implies overwrite."""
     from . import plots
 
+    path = resolve_checkpoint(source)
+    request = _request(path, arenas=list(arenas), nbins=nbins, seed=seed, walk=walk,
+                       bin_size=bin_size, modules=modules)
+    if reuse:
+        earlier = _earlier_summary(out, request, log)
+        if earlier is not None:
+            log(f"evaluation of {path} (step {earlier['step']}) already in "
+                f"{os.path.join(out, 'summary.json')}; not evaluated again")
+            for line in headline(earlier):
+                log(line)
+            return earlier
+        overwrite = True
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise ValueError(f"output directory {out} is not empty; pass --overwrite to "
                          f"replace its files")
     os.makedirs(out, exist_ok=True)
-    path = resolve_checkpoint(source)
     state = load_checkpoint(path)
     cfg = state["config"]
     log(f"evaluating {path} (step {state['step']}) in arenas {list(arenas)} m")
@@ -381,9 +454,12 @@ def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
                                bin_size=bin_size, modules=modules)
     summary["checkpoint"] = os.path.abspath(path)
     summary["step"] = state["step"]
-    atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1))
     metrics = _metrics_path(path)
     figures = plots.evaluation_figures(summary, arrays, out, metrics)
+    summary["figures"] = figures
+    summary["request"] = request
+    # written last: a summary.json beside its figures means the evaluation finished
+    atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1))
     for line in headline(summary):
         log(line)
     log(f"figures: {', '.join(os.path.join(out, f) for f in figures)}")
@@ -397,10 +473,17 @@ def checkpoint_steps(run_dir):
 
 
 def checkpoint_reading(path, arena_size=2.0, nbins=32, seed=0,
-                       walk=WalkConfig(n_walks=100), modules=ModuleRule()):
+                       walk=WalkConfig(n_walks=100), modules=ModuleRule(), earlier=()):
     """Grid fraction, modules and median score60 of one checkpoint (a row of
     gridness_over_training). The walks are drawn from `seed` afresh for every
-    checkpoint, so a checkpoint reads the same whenever it is read."""
+    checkpoint, so a checkpoint reads the same whenever it is read. earlier: rows read
+    before (over_training.json); one with the same request (checkpoint bytes, settings,
+    sicref code) is returned as it is, not read again."""
+    request = _request(path, arena=arena_size, nbins=nbins, seed=seed, walk=walk,
+                       modules=modules)
+    for row in earlier:
+        if isinstance(row, dict) and row.get("request") == request:
+            return row
     state = load_checkpoint(path)
     s, _ = analyse_arena(state["params"], state["config"], arena_size,
                          np.random.default_rng(seed), nbins, walk, modules=modules)
@@ -408,7 +491,22 @@ def checkpoint_reading(path, arena_size=2.0, nbins=32, seed=0,
             "grid_fraction": s["grid_fraction"],
             "hexagonal_fraction": s["hexagonal_fraction"],
             "median_score60_active": s["median_score60_active"],
-            "n_active": s["n_active"], "modules": s["modules"]}
+            "n_active": s["n_active"], "modules": s["modules"], "request": request}
+
+
+def earlier_readings(out, log=print):
+    """The rows of out/over_training.json, for checkpoint_reading(earlier=); [] when
+    there is none or it cannot be read (then every checkpoint is read again)."""
+    path = os.path.join(out, "over_training.json")
+    try:
+        with open(path) as f:
+            rows = json.load(f)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        log(f"{path} is unreadable ({e}); reading every checkpoint again")
+        return []
+    return rows if isinstance(rows, list) else []
 
 
 def reading_line(row):
@@ -419,15 +517,17 @@ def reading_line(row):
 
 def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
                            walk=WalkConfig(n_walks=100), log=print,
-                           modules=ModuleRule()):
+                           modules=ModuleRule(), earlier=()):
     """Grid fraction, modules and median score60 of every checkpoint of a run (SPEC §10:
-    gridness is not monotonic in training, so watch it over checkpoints)."""
+    gridness is not monotonic in training, so watch it over checkpoints). earlier:
+    rows read before, reused where they answer the same request (checkpoint_reading)."""
     rows = []
     for step in checkpoint_steps(run_dir):
         rows.append(checkpoint_reading(
             os.path.join(run_dir, "checkpoints", f"step_{step}.npz"), arena_size, nbins,
-            seed, walk, modules))
-        log(reading_line(rows[-1]))
+            seed, walk, modules, earlier))
+        log(reading_line(rows[-1]) + (" (read before)" if any(
+            rows[-1] is r for r in earlier) else ""))
     return rows
 
 
@@ -440,10 +540,13 @@ def save_over_training(rows, out, arena_size=2.0):
 
 
 def write_over_training(run_dir, out, arena_size=2.0, nbins=32, seed=0, log=print,
-                        modules=ModuleRule(), walk=WalkConfig(n_walks=100)):
-    """gridness_over_training, saved as over_training.json and over_training.png."""
+                        modules=ModuleRule(), walk=WalkConfig(n_walks=100), reuse=False):
+    """gridness_over_training, saved as over_training.json and over_training.png.
+    reuse: keep the rows of an earlier out/over_training.json that answer the same
+    request (a continued `sicref run`)."""
+    earlier = earlier_readings(out, log) if reuse else ()
     rows = gridness_over_training(run_dir, arena_size, nbins, seed, walk, log=log,
-                                  modules=modules)
+                                  modules=modules, earlier=earlier)
     save_over_training(rows, out, arena_size)
     return rows
 

@@ -7,8 +7,8 @@ import time
 from .checkpoint import read_jsonl
 from .config import DEFAULT_PRESET, preset, replace
 from . import grow as grow_module
-from .evaluate import (WalkConfig, checkpoint_reading, evaluate_run, headline,
-                       reading_line, save_over_training, write_over_training)
+from .evaluate import (WalkConfig, checkpoint_reading, earlier_readings, evaluate_run,
+                       headline, reading_line, save_over_training, write_over_training)
 from .grow import (GROW_KEEP_MIN, GROW_LR, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow,
                    grow_until_two, pick_checkpoint, redraw_config)
 from .plots import tries_plot
@@ -49,7 +49,8 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     sicref.grow.redraw_config).
 
     Returns the last evaluation's summary. Running it again on the same out continues
-    an interrupted job (finished tries are not retrained); --overwrite starts over.
+    an interrupted job (finished tries are not retrained, finished evaluations and
+    checkpoint readings of the same checkpoints not redone); --overwrite starts over.
     The tries train with one BLAS thread each; the stage and the evaluations run in
     this process, with its BLAS threads (`sicref run` makes them TRY_THREADS).
     """
@@ -82,10 +83,10 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     eval_dir = os.path.join(out, "evaluation")
     log(f"evaluating {try_name(rows[chosen])} ({run_dir})")
     summary = evaluate_run(run_dir, eval_dir, MAIN_ARENAS, seed=cfg.train.seed,
-                           overwrite=True, log=log, bin_size=MAIN_BIN_SIZE)
+                           overwrite=True, log=log, bin_size=MAIN_BIN_SIZE, reuse=True)
     # SPEC §10: gridness is not monotonic in training; show it for every checkpoint.
     log("gridness of every checkpoint (2 m arena):")
-    write_over_training(run_dir, eval_dir, 2.0, seed=cfg.train.seed, log=log)
+    write_over_training(run_dir, eval_dir, 2.0, seed=cfg.train.seed, log=log, reuse=True)
     if len(rows) > 1:
         tries_plot(rows, cfg.optim.anneal_grid_fraction, eval_dir, "tries.png")
     log(f"figures and summary.json in {eval_dir}")
@@ -124,12 +125,13 @@ def grow_stage(row, summary, out, steps, seed, log, until_two=False):
     about = (f"2 m arena, {reading_walk.n_walks} walks of {reading_walk.n_steps} steps")
     stop = ""
     if until_two:
-        readings = []
+        readings, earlier = [], earlier_readings(eval_dir, log)
 
         def read(path):
             readings.append(checkpoint_reading(path, 2.0, seed=seed, walk=reading_walk,
-                                               modules=GROW_MODULES))
-            log(f"grow reading ({about}): {reading_line(readings[-1])}")
+                                               modules=GROW_MODULES, earlier=earlier))
+            log(f"grow reading ({about}): {reading_line(readings[-1])}"
+                + (" (read before)" if any(readings[-1] is r for r in earlier) else ""))
             os.makedirs(eval_dir, exist_ok=True)
             save_over_training(readings, eval_dir, 2.0)
             return readings[-1]
@@ -144,7 +146,7 @@ def grow_stage(row, summary, out, steps, seed, log, until_two=False):
         os.makedirs(eval_dir, exist_ok=True)
         log(f"gridness of every checkpoint of the grown network ({about}):")
         rows = write_over_training(run_dir, eval_dir, 2.0, seed=seed, log=log,
-                                   modules=GROW_MODULES, walk=reading_walk)
+                                   modules=GROW_MODULES, walk=reading_walk, reuse=True)
     step, last = pick_checkpoint(rows), rows[-1]
     why = ("most modules" if max(len(r["modules"]["sizes"]) for r in rows) >= 2
            else "the last; no reading has two modules")
@@ -153,7 +155,8 @@ def grow_stage(row, summary, out, steps, seed, log, until_two=False):
         f"spectral periods within {GROW_MODULES.max_period_mismatch:.0%})")
     grown = evaluate_run(os.path.join(run_dir, "checkpoints", f"step_{step}.npz"),
                          eval_dir, MAIN_ARENAS, seed=seed, overwrite=True, log=log,
-                         bin_size=MAIN_BIN_SIZE, walk=GROW_WALK, modules=GROW_MODULES)
+                         bin_size=MAIN_BIN_SIZE, walk=GROW_WALK, modules=GROW_MODULES,
+                         reuse=True)
     periods = ", ".join(f"{p:.2f}" for p in last["modules"]["periods"]) or "none"
     lines = [f"grow: {len(layout['freed'])} units freed, trained to step {last['step']} "
              f"at T = {GROW_SEQ_LEN}; {stop}the last checkpoint reads "

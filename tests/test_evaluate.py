@@ -150,6 +150,84 @@ def test_gridness_over_training_scores_every_checkpoint(tmp_path):
     assert (out / "over_training.png").exists()
 
 
+def test_an_evaluation_is_reused_only_for_the_same_checkpoint_and_settings(
+        tmp_path, monkeypatch):
+    import shutil
+
+    import sicref.evaluate as ev
+
+    run = tmp_path / "run"
+    train(replace(preset("tiny"), train={"steps": 10, "checkpoint_every": 5}), run,
+          log=lambda s: None)
+    out, lines = tmp_path / "eval", []
+    kw = dict(arenas=(2.0,), nbins=16, walk=WalkConfig(n_walks=4, n_steps=30),
+              log=lines.append, reuse=True)
+    first = ev.evaluate_run(str(run), str(out), **kw)
+    rows = ev.write_over_training(str(run), str(out), 2.0, 16, log=lines.append,
+                                  walk=WalkConfig(n_walks=2, n_steps=30), reuse=True)
+    assert first["request"]["checkpoint_sha256"] == ev.file_sha256(
+        run / "checkpoints/latest.npz")
+    assert set(first["figures"]) <= {p.name for p in out.iterdir()}
+    calls = []
+    real, real_reading = ev.evaluate, ev.analyse_arena
+
+    def evaluate(*a, **k):  # its own arena analyses are not checkpoint readings
+        calls.append("eval")
+        monkeypatch.setattr(ev, "analyse_arena", real_reading)
+        try:
+            return real(*a, **k)
+        finally:
+            monkeypatch.setattr(ev, "analyse_arena", reading)
+
+    def reading(*a, **k):
+        calls.append("read")
+        return real_reading(*a, **k)
+
+    monkeypatch.setattr(ev, "evaluate", evaluate)
+    monkeypatch.setattr(ev, "analyse_arena", reading)
+    # the same request: nothing is computed, the same numbers come back
+    lines.clear()
+    assert ev.evaluate_run(str(run), str(out), **kw) == json.loads(json.dumps(first))
+    again = ev.write_over_training(str(run), str(out), 2.0, 16, log=lines.append,
+                                   walk=WalkConfig(n_walks=2, n_steps=30), reuse=True)
+    assert calls == [] and again == json.loads(json.dumps(rows))
+    assert any("not evaluated again" in ln for ln in lines)
+    assert sum(ln.endswith("(read before)") for ln in lines) == 2
+    # other code, another seed, a missing figure, other checkpoint bytes: evaluated again
+    monkeypatch.setattr(ev, "_CODE_ID", ["0.1.0 changed"])
+    ev.evaluate_run(str(run), str(out), **kw)
+    ev.write_over_training(str(run), str(out), 2.0, 16, log=lines.append,
+                           walk=WalkConfig(n_walks=2, n_steps=30), reuse=True)
+    assert calls == ["eval", "read", "read"]
+    calls.clear()
+    ev.evaluate_run(str(run), str(out), seed=1, **kw)
+    assert calls == ["eval"]
+    (out / first["figures"][0]).unlink()
+    ev.evaluate_run(str(run), str(out), seed=1, **kw)
+    assert calls == ["eval"] * 2
+    other = tmp_path / "other"
+    train(replace(preset("tiny"), train={"steps": 10, "seed": 1}), other,
+          log=lambda s: None)
+    shutil.copy(other / "checkpoints/step_10.npz", run / "checkpoints/step_10.npz")
+    calls.clear()
+    ev.write_over_training(str(run), str(out), 2.0, 16, log=lines.append,
+                           walk=WalkConfig(n_walks=2, n_steps=30), reuse=True)
+    assert calls == ["read"]  # step 5 is reused, step 10's bytes changed
+    # an unreadable summary or reading file is not trusted: computed again, said so
+    (out / "summary.json").write_text("{not json")
+    (out / "over_training.json").write_text("[1, ")
+    calls.clear()
+    lines.clear()
+    ev.evaluate_run(str(run), str(out), seed=1, **kw)
+    ev.write_over_training(str(run), str(out), 2.0, 16, log=lines.append,
+                           walk=WalkConfig(n_walks=2, n_steps=30), reuse=True)
+    assert calls == ["eval", "read", "read"]
+    assert sum("is unreadable" in ln for ln in lines) == 2
+    # without reuse a non-empty directory is refused, as before
+    with pytest.raises(ValueError, match="not empty"):
+        ev.evaluate_run(str(run), str(out), arenas=(2.0,), nbins=16, log=lines.append)
+
+
 def test_walk_count_and_length_are_chosen_and_recorded(tmp_path, capsys):
     run = tmp_path / "run"
     train(replace(preset("tiny"), train={"steps": 10, "checkpoint_every": 5}), run,

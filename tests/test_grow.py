@@ -209,6 +209,21 @@ def test_main_job_with_a_caught_lattice_grows_and_evaluates(tmp_path, monkeypatc
                ln.endswith(f"; step 2 ({why}) evaluated with 800 walks of 100 steps:")
                for ln in lines)
     assert lines[-1].startswith("main job:") and "grow/evaluation" in lines[-1]
+    # called again, the finished job evaluates and reads nothing anew
+    import sicref.evaluate
+
+    def no(*a, **k):
+        raise AssertionError("evaluated again")
+
+    monkeypatch.setattr(sicref.evaluate, "evaluate", no)
+    monkeypatch.setattr(sicref.evaluate, "analyse_arena", no)
+    lines.clear()
+    again = sicref.run.main_job("gated", str(out), tries=2, log=lines.append,
+                                grow_steps=3)
+    assert again == grown
+    assert sum("not evaluated again" in ln for ln in lines) == 2
+    read_before = len(json.loads((out / "evaluation/over_training.json").read_text()))
+    assert sum(ln.endswith("(read before)") for ln in lines) == read_before + 3
 
 
 def test_main_job_refuses_bad_grow_settings_before_any_work(tmp_path):
