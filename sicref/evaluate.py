@@ -432,6 +432,7 @@ def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
     from . import plots
 
     path = resolve_checkpoint(source)
+    state = load_checkpoint(path)  # a missing or corrupt checkpoint is refused first
     request = _request(path, arenas=list(arenas), nbins=nbins, seed=seed, walk=walk,
                        bin_size=bin_size, modules=modules)
     if reuse:
@@ -447,7 +448,6 @@ def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
         raise ValueError(f"output directory {out} is not empty; pass --overwrite to "
                          f"replace its files")
     os.makedirs(out, exist_ok=True)
-    state = load_checkpoint(path)
     cfg = state["config"]
     log(f"evaluating {path} (step {state['step']}) in arenas {list(arenas)} m")
     summary, arrays = evaluate(state["params"], cfg, arenas, nbins, seed, walk,
@@ -479,12 +479,12 @@ def checkpoint_reading(path, arena_size=2.0, nbins=32, seed=0,
     checkpoint, so a checkpoint reads the same whenever it is read. earlier: rows read
     before (over_training.json); one with the same request (checkpoint bytes, settings,
     sicref code) is returned as it is, not read again."""
+    state = load_checkpoint(path)  # a missing or corrupt checkpoint is refused first
     request = _request(path, arena=arena_size, nbins=nbins, seed=seed, walk=walk,
                        modules=modules)
     for row in earlier:
         if isinstance(row, dict) and row.get("request") == request:
             return row
-    state = load_checkpoint(path)
     s, _ = analyse_arena(state["params"], state["config"], arena_size,
                          np.random.default_rng(seed), nbins, walk, modules=modules)
     return {"step": state["step"], "walk": dict(walk.__dict__),

@@ -145,10 +145,21 @@ def pick_checkpoint(rows):
     return max(rows, key=key)["step"]
 
 
+def stage_seq_len(cfg):
+    """The stage's T: twice the T that cfg (the lattice's) trained at, at least
+    GROW_SEQ_LEN. A caught try's lattice (T = 15) grows at T = 30, a redrawn try's
+    (T = 30) at T = 60: on redrawn lattices the stage at T = 30 gave no second module
+    (0 of 3) and at T = 60 it did (docs/experiments.md, "A second module beside a
+    redrawn lattice"); the fine module forms while the kept lattice moves to the
+    longer T's period."""
+    return max(GROW_SEQ_LEN, 2 * cfg.data.seq_len)
+
+
 def grow_config(cfg, steps, seed):
-    """The stage's config: cfg (the caught try's) at T = GROW_SEQ_LEN and a constant lr
-    GROW_LR without the annealing gate, for `steps` steps from data seed `seed`."""
-    return replace(cfg, data={"seq_len": GROW_SEQ_LEN},
+    """The stage's config: cfg (the caught try's) at T = stage_seq_len(cfg) and a
+    constant lr GROW_LR without the annealing gate, for `steps` steps from data seed
+    `seed`."""
+    return replace(cfg, data={"seq_len": stage_seq_len(cfg)},
                    optim={"lr": GROW_LR, "anneal_lr": 0.0, "anneal_half_life": 0,
                           "anneal_give_up": 0, "anneal_confirm": 0,
                           "anneal_check_from": 0},
@@ -217,7 +228,7 @@ def grow(source, summary, out, steps, seed, log=print, keep=None, last_step=None
     which = (f"every unit but the {kept} module units with the highest 2 m score60"
              if kept else "its evaluation has no 2 m module, so every unit")
     log(f"grow: freeing {len(units)} of {n} units of {path} ({which}), then {steps} "
-        f"steps at T = {GROW_SEQ_LEN}, lr {GROW_LR:g} -> {run_dir}")
+        f"steps at T = {cfg.data.seq_len}, lr {GROW_LR:g} -> {run_dir}")
     start = os.path.join(out, "start.npz")
     params = free_units(state["params"], units, np.random.default_rng(seed))
     save_start_checkpoint(start, params, cfg, seed)

@@ -10,7 +10,7 @@ from . import grow as grow_module
 from .evaluate import (WalkConfig, checkpoint_reading, earlier_readings, evaluate_run,
                        headline, reading_line, save_over_training, write_over_training)
 from .grow import (GROW_KEEP_MIN, GROW_LR, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow,
-                   grow_until_two, pick_checkpoint, redraw_config)
+                   grow_until_two, pick_checkpoint, redraw_config, stage_seq_len)
 from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, TRY_THREADS, prepare_out, run_tries, try_name
 
@@ -42,8 +42,8 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     """Train the preset (several initialisations when it has the annealing gate, see
     sicref.tries), evaluate the chosen one, write figures. grow_steps > 0 adds the
     second stage of sicref.grow when a lattice was caught: every unit but the best half
-    of its 2 m modules (sicref.grow.keep_count) freed, grow_steps more steps at T = 30,
-    evaluated in out/grow/evaluation; grow_until: stop the stage sooner, once
+    of its 2 m modules (sicref.grow.keep_count) freed, grow_steps more steps at twice
+    the try's T (sicref.grow.stage_seq_len), evaluated in out/grow/evaluation; grow_until: stop the stage sooner, once
     GROW_CONFIRM 1000-step readings in a row have two modules (sicref.grow.grow_until_two).
     redraw: a try that gives up is followed by its redrawn try (sicref.tries.run_tries,
     sicref.grow.redraw_config).
@@ -93,7 +93,7 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     lines = tries_lines(rows, chosen) + gate_lines(run_dir, chosen_cfg) + headline(summary)
     if grow_steps:
         grown = grow_stage(rows[chosen], summary, out, grow_steps, cfg.train.seed, log,
-                           until_two=grow_until)
+                           until_two=grow_until, seq_len=stage_seq_len(chosen_cfg))
         if grown is not None:
             eval_dir, summary, grow_lines = grown
             lines += grow_lines
@@ -108,13 +108,14 @@ def _minutes(seconds):
     return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
-def grow_stage(row, summary, out, steps, seed, log, until_two=False):
+def grow_stage(row, summary, out, steps, seed, log, until_two=False, seq_len=GROW_SEQ_LEN):
     """sicref.grow on the chosen try, then the 2 m readings of every checkpoint of the
     grown network and the evaluation (GROW_WALK, GROW_MODULES, the main arenas) of the
     one with the most modules, or the last where none has two
     (sicref.grow.pick_checkpoint). until_two: read each checkpoint as it is written and
     stop once GROW_CONFIRM readings in a row have two modules (grow_until_two); the
-    pick is then among the readings up to there. Returns (evaluation dir, summary,
+    pick is then among the readings up to there. seq_len: the stage's T, for its lines
+    (sicref.grow.stage_seq_len of the try's config). Returns (evaluation dir, summary,
     headline lines), or None when no try caught a lattice (nothing to grow beside)."""
     if row["status"] != "caught":
         log("grow: skipped, no try caught a lattice")
@@ -159,7 +160,7 @@ def grow_stage(row, summary, out, steps, seed, log, until_two=False):
                          reuse=True)
     periods = ", ".join(f"{p:.2f}" for p in last["modules"]["periods"]) or "none"
     lines = [f"grow: {len(layout['freed'])} units freed, trained to step {last['step']} "
-             f"at T = {GROW_SEQ_LEN}; {stop}the last checkpoint reads "
+             f"at T = {seq_len}; {stop}the last checkpoint reads "
              f"{last['grid_fraction']:.0%} grid units, module periods m: {periods}; step {step} ({why}) "
              f"evaluated with {walk}:"] + headline(grown)
     return eval_dir, grown, lines
@@ -231,7 +232,8 @@ def add_run_commands(sub):
     p.add_argument("--grow-steps", type=int, default=0, metavar="N",
                    help="after the tries, free every unit of the caught lattice but "
                    f"the best half of its module (at least {GROW_KEEP_MIN} units), train "
-                   f"N more steps at T = {GROW_SEQ_LEN} and evaluate the checkpoint with "
+                   f"N more steps at twice the try's T ({GROW_SEQ_LEN} for the preset's "
+                   f"tries, {2 * GROW_SEQ_LEN} for a redrawn try) and evaluate the checkpoint with "
                    "the most modules, or the last where none has two (sicref.grow, "
                    "docs/experiments.md); default 0: off")
     p.add_argument("--grow-until-two", action="store_true",

@@ -223,6 +223,13 @@ def test_an_evaluation_is_reused_only_for_the_same_checkpoint_and_settings(
                            walk=WalkConfig(n_walks=2, n_steps=30), reuse=True)
     assert calls == ["eval", "read", "read"]
     assert sum("is unreadable" in ln for ln in lines) == 2
+    # a missing checkpoint is refused as such, before any request is made of it
+    from sicref.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        ev.evaluate_run(str(run / "checkpoints/step_99.npz"), str(out), **kw)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        ev.checkpoint_reading(str(run / "checkpoints/step_99.npz"))
     # without reuse a non-empty directory is refused, as before
     with pytest.raises(ValueError, match="not empty"):
         ev.evaluate_run(str(run), str(out), arenas=(2.0,), nbins=16, log=lines.append)

@@ -93,6 +93,18 @@ def test_the_stage_frees_the_units_outside_the_modules_and_trains_at_T30(source,
     assert load_checkpoint(run_dir)["step"] == 6
 
 
+def test_the_stage_doubles_the_lattices_trajectory_length():
+    from sicref.grow import stage_seq_len
+
+    laptop = preset("laptop")
+    assert laptop.data.seq_len == 15 and stage_seq_len(laptop) == GROW_SEQ_LEN == 30
+    # a redrawn try trains at T = 30, so its stage at 60
+    assert stage_seq_len(replace(laptop, data={"seq_len": 30})) == 60
+    assert grow_config(replace(laptop, data={"seq_len": 30}), 10, 0).data.seq_len == 60
+    # short test presets still grow at GROW_SEQ_LEN
+    assert stage_seq_len(replace(laptop, data={"seq_len": 4})) == GROW_SEQ_LEN
+
+
 def test_a_source_without_a_module_has_every_unit_freed_and_says_so(source, tmp_path):
     lines = []
     _, layout = grow(str(source), summary_for(10, [-1] * 8), str(tmp_path / "g"), 2,

@@ -316,10 +316,20 @@ def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, ga
     real = sicref.run.run_tries
     monkeypatch.setattr(sicref.run, "run_tries", lambda *a, **k: real(
         *a, **{**k, "launch": launch_in_process, "poll": 0.01}))
+    import sicref.grow
+
+    monkeypatch.setattr(sicref.grow, "GROW_SEQ_LEN", 4)  # so that doubling shows
+    monkeypatch.setattr(sicref.grow, "GROW_CHECKPOINT_EVERY", 1)
+    monkeypatch.setattr(sicref.run, "pick_checkpoint", lambda rows: 2)
     lines = []
     out = tmp_path / "main"
     summary = sicref.run.main_job("gated", str(out), tries=tries, log=lines.append,
-                                  redraw=True)
+                                  redraw=True, grow_steps=2)
+    # the stage grows the redrawn lattice (T = 8) at twice its T
+    assert load_checkpoint(str(out / "grow/run"))["config"].data.seq_len == 16
+    assert any(ln.startswith("grow: ") and "trained to step 2 at T = 16;" in ln
+               for ln in lines)
+    summary = json.loads((out / "evaluation/summary.json").read_text())
     where = str(out / "tries/try0_seed0_redrawn")
     assert f"evaluating try 0 redrawn ({where})" in lines
     assert "evaluated: try 0 redrawn (the first to catch a lattice)" in lines
