@@ -48,7 +48,8 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     redraw: a try that gives up is followed by its redrawn try (sicref.tries.run_tries,
     sicref.grow.redraw_config).
 
-    Returns the last evaluation's summary. Running it again on the same out continues
+    Returns the summary of the job's result: the stage's evaluation, or the try's when
+    the stage ended with fewer 2 m modules than the try had. Running it again on the same out continues
     an interrupted job (finished tries are not retrained, finished evaluations and
     checkpoint readings of the same checkpoints not redone); --overwrite starts over.
     The tries train with one BLAS thread each; the stage and the evaluations run in
@@ -95,13 +96,27 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
         grown = grow_stage(rows[chosen], summary, out, grow_steps, cfg.train.seed, log,
                            until_two=grow_until, seq_len=stage_seq_len(chosen_cfg))
         if grown is not None:
-            eval_dir, summary, grow_lines = grown
+            grown_dir, grown_summary, grow_lines = grown
             lines += grow_lines
+            before, after = modules_2m(summary), modules_2m(grown_summary)
+            if after < before:
+                # the stage can lose the lattice (docs/experiments.md, "A second module
+                # beside a redrawn lattice"); the job then keeps what the try had
+                lines.append(f"grow: the stage ended with fewer 2 m modules ({after}) than "
+                             f"the try ({before}); the job's result stays the try's "
+                             f"evaluation, {eval_dir}")
+            else:
+                eval_dir, summary = grown_dir, grown_summary
     for line in lines:
         log(line)
     log(f"main job: {_minutes(time.monotonic() - t0)} (this call); figures and "
         f"summary.json in {eval_dir}")
     return summary
+
+
+def modules_2m(summary):
+    """How many modules an evaluation counts in its 2 m arena."""
+    return len(summary["arenas"]["2m"]["modules"]["periods"])
 
 
 def _minutes(seconds):

@@ -238,6 +238,32 @@ def test_main_job_with_a_caught_lattice_grows_and_evaluates(tmp_path, monkeypatc
     assert sum(ln.endswith("(read before)") for ln in lines) == read_before + 3
 
 
+def test_main_job_keeps_the_try_when_the_stage_loses_its_modules(tmp_path, monkeypatch):
+    import sicref.run
+
+    catch_at_once(monkeypatch)
+    real = sicref.run.evaluate_run
+
+    def evaluate_run(source, out, *a, **k):  # the try reads one module, the stage none
+        summary = real(source, out, *a, **k)
+        periods = [] if "grow" in out else [0.8]
+        summary["arenas"]["2m"]["modules"]["periods"] = periods
+        return summary
+
+    monkeypatch.setattr(sicref.run, "evaluate_run", evaluate_run)
+    lines = []
+    out = tmp_path / "main"
+    summary = sicref.run.main_job("gated", str(out), tries=2, log=lines.append,
+                                  grow_steps=2)
+    assert summary["arenas"]["2m"]["modules"]["periods"] == [0.8]
+    assert summary["checkpoint"].startswith(str(out / "tries"))
+    where = str(out / "evaluation")
+    assert (f"grow: the stage ended with fewer 2 m modules (0) than the try (1); the "
+            f"job's result stays the try's evaluation, {where}") in lines
+    assert lines[-1].endswith(f"figures and summary.json in {where}")
+    assert (out / "grow/evaluation/summary.json").exists()  # still there to look at
+
+
 def test_main_job_refuses_bad_grow_settings_before_any_work(tmp_path):
     from sicref.run import main_job
 
