@@ -42,8 +42,9 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     """Train the preset (several initialisations when it has the annealing gate, see
     sicref.tries), evaluate the chosen one, write figures. grow_steps > 0 adds the
     second stage of sicref.grow when a lattice was caught: every unit but the best half
-    of its 2 m modules (sicref.grow.keep_count) freed, grow_steps more steps at twice
-    the try's T (sicref.grow.stage_seq_len), evaluated in out/grow/evaluation; grow_until: stop the stage sooner, once
+    of its 2 m modules (sicref.grow.keep_count) freed, grow_steps more steps at 1.5
+    times the try's T, at least 30 (sicref.grow.stage_seq_len), evaluated in
+    out/grow/evaluation; grow_until: stop the stage sooner, once
     GROW_CONFIRM 1000-step readings in a row have two modules (sicref.grow.grow_until_two).
     redraw: a try that gives up is followed by its redrawn try (sicref.tries.run_tries,
     sicref.grow.redraw_config).
@@ -247,8 +248,9 @@ def add_run_commands(sub):
     p.add_argument("--grow-steps", type=int, default=0, metavar="N",
                    help="after the tries, free every unit of the caught lattice but "
                    f"the best half of its module (at least {GROW_KEEP_MIN} units), train "
-                   f"N more steps at twice the try's T ({GROW_SEQ_LEN} for the preset's "
-                   f"tries, {2 * GROW_SEQ_LEN} for a redrawn try) and evaluate the checkpoint with "
+                   f"N more steps at 1.5 times the try's T, at least {GROW_SEQ_LEN} "
+                   f"({GROW_SEQ_LEN} for the preset's tries, {3 * GROW_SEQ_LEN // 2} for a "
+                   "redrawn try) and evaluate the checkpoint with "
                    "the most modules, or the last where none has two (sicref.grow, "
                    "docs/experiments.md); default 0: off")
     p.add_argument("--grow-until-two", action="store_true",

@@ -93,14 +93,14 @@ def test_the_stage_frees_the_units_outside_the_modules_and_trains_at_T30(source,
     assert load_checkpoint(run_dir)["step"] == 6
 
 
-def test_the_stage_doubles_the_lattices_trajectory_length():
+def test_the_stage_lengthens_the_lattices_trajectories_by_half():
     from sicref.grow import stage_seq_len
 
     laptop = preset("laptop")
     assert laptop.data.seq_len == 15 and stage_seq_len(laptop) == GROW_SEQ_LEN == 30
-    # a redrawn try trains at T = 30, so its stage at 60
-    assert stage_seq_len(replace(laptop, data={"seq_len": 30})) == 60
-    assert grow_config(replace(laptop, data={"seq_len": 30}), 10, 0).data.seq_len == 60
+    # a redrawn try trains at T = 30, so its stage at 45
+    assert stage_seq_len(replace(laptop, data={"seq_len": 30})) == 45
+    assert grow_config(replace(laptop, data={"seq_len": 30}), 10, 0).data.seq_len == 45
     # short test presets still grow at GROW_SEQ_LEN
     assert stage_seq_len(replace(laptop, data={"seq_len": 4})) == GROW_SEQ_LEN
 

@@ -318,16 +318,16 @@ def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, ga
         *a, **{**k, "launch": launch_in_process, "poll": 0.01}))
     import sicref.grow
 
-    monkeypatch.setattr(sicref.grow, "GROW_SEQ_LEN", 4)  # so that doubling shows
+    monkeypatch.setattr(sicref.grow, "GROW_SEQ_LEN", 4)  # so that the 1.5 shows
     monkeypatch.setattr(sicref.grow, "GROW_CHECKPOINT_EVERY", 1)
     monkeypatch.setattr(sicref.run, "pick_checkpoint", lambda rows: 2)
     lines = []
     out = tmp_path / "main"
     summary = sicref.run.main_job("gated", str(out), tries=tries, log=lines.append,
                                   redraw=True, grow_steps=2)
-    # the stage grows the redrawn lattice (T = 8) at twice its T
-    assert load_checkpoint(str(out / "grow/run"))["config"].data.seq_len == 16
-    assert any(ln.startswith("grow: ") and "trained to step 2 at T = 16;" in ln
+    # the stage grows the redrawn lattice (T = 8) at 1.5 times its T
+    assert load_checkpoint(str(out / "grow/run"))["config"].data.seq_len == 12
+    assert any(ln.startswith("grow: ") and "trained to step 2 at T = 12;" in ln
                for ln in lines)
     summary = json.loads((out / "evaluation/summary.json").read_text())
     where = str(out / "tries/try0_seed0_redrawn")
