@@ -50,9 +50,10 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     sicref.grow.redraw_config).
 
     Returns the summary of the job's result: the stage's evaluation, or the try's when
-    the stage ended with fewer 2 m modules than the try had. Running it again on the same out continues
-    an interrupted job (finished tries are not retrained, finished evaluations and
-    checkpoint readings of the same checkpoints not redone); --overwrite starts over.
+    the stage ended with fewer 2 m modules than the try had. Running it again on the
+    same out continues an interrupted job (finished tries are not retrained, finished
+    evaluations and checkpoint readings of the same checkpoints not redone);
+    --overwrite starts over.
     The tries train with one BLAS thread each; the stage and the evaluations run in
     this process, with its BLAS threads (`sicref run` makes them TRY_THREADS).
     """
