@@ -5,10 +5,11 @@
 and the figures of `sicref.plots`.
 """
 
+import functools
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Optional
 
 import numpy as np
@@ -372,24 +373,20 @@ def file_sha256(path):
     return h.hexdigest()
 
 
-_CODE_ID = []
-
-
+@functools.lru_cache(maxsize=None)
 def code_id():
     """sicref's version, a sha256 of its source files and NumPy's version: an evaluation
     written by other code is not reused (a fix in the analysis must show)."""
-    if not _CODE_ID:
-        from . import __version__
+    from . import __version__
 
-        here = os.path.dirname(os.path.abspath(__file__))
-        h = hashlib.sha256()
-        for name in sorted(os.listdir(here)):
-            if name.endswith(".py"):
-                h.update(name.encode() + b"\0")
-                with open(os.path.join(here, name), "rb") as f:
-                    h.update(f.read())
-        _CODE_ID.append(f"{__version__} {h.hexdigest()[:16]} numpy {np.__version__}")
-    return _CODE_ID[0]
+    here = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            h.update(name.encode() + b"\0")
+            with open(os.path.join(here, name), "rb") as f:
+                h.update(f.read())
+    return f"{__version__} {h.hexdigest()[:16]} numpy {np.__version__}"
 
 
 def _request(path, **settings):
@@ -398,21 +395,26 @@ def _request(path, **settings):
     that a result written to disk can be matched against a new request."""
     request = {"checkpoint_sha256": file_sha256(path), "sicref": code_id()}
     for k, v in settings.items():
-        request[k] = asdict(v) if hasattr(v, "__dataclass_fields__") else v
+        request[k] = asdict(v) if is_dataclass(v) else v
     return json.loads(json.dumps(request))
+
+
+def _earlier_json(path, log, redo):
+    """The JSON in `path`, written by an earlier call; None when there is none, or when
+    it cannot be read (said in the log: then `redo` happens)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log(f"{path} is unreadable ({e}); {redo}")
+        return None
 
 
 def _earlier_summary(out, request, log):
     """out/summary.json when it answers `request` and its figures are all there."""
-    path = os.path.join(out, "summary.json")
-    try:
-        with open(path) as f:
-            summary = json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        log(f"{path} is unreadable ({e}); evaluating again")
-        return None
+    summary = _earlier_json(os.path.join(out, "summary.json"), log, "evaluating again")
     if not isinstance(summary, dict) or summary.get("request") != request:
         return None
     figures = summary.get("figures")
@@ -497,22 +499,18 @@ def checkpoint_reading(path, arena_size=2.0, nbins=32, seed=0,
 def earlier_readings(out, log=print):
     """The rows of out/over_training.json, for checkpoint_reading(earlier=); [] when
     there is none or it cannot be read (then every checkpoint is read again)."""
-    path = os.path.join(out, "over_training.json")
-    try:
-        with open(path) as f:
-            rows = json.load(f)
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as e:
-        log(f"{path} is unreadable ({e}); reading every checkpoint again")
-        return []
+    rows = _earlier_json(os.path.join(out, "over_training.json"), log,
+                         "reading every checkpoint again")
     return rows if isinstance(rows, list) else []
 
 
-def reading_line(row):
+def reading_line(row, earlier=()):
+    """A checkpoint reading in one line; "(read before)" when it is one of `earlier`'s
+    rows, reused by checkpoint_reading."""
     return (f"step {row['step']}: grid {row['grid_fraction']:.0%}, hexagonal "
             f"{row['hexagonal_fraction']:.0%}, median score60 "
-            f"{row['median_score60_active']:.2f}, modules {row['modules']['periods']}")
+            f"{row['median_score60_active']:.2f}, modules {row['modules']['periods']}"
+            + (" (read before)" if any(row is r for r in earlier) else ""))
 
 
 def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
@@ -526,8 +524,7 @@ def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
         rows.append(checkpoint_reading(
             os.path.join(run_dir, "checkpoints", f"step_{step}.npz"), arena_size, nbins,
             seed, walk, modules, earlier))
-        log(reading_line(rows[-1]) + (" (read before)" if any(
-            rows[-1] is r for r in earlier) else ""))
+        log(reading_line(rows[-1], earlier))
     return rows
 
 

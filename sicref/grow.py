@@ -149,8 +149,8 @@ def stage_seq_len(cfg):
     """The stage's T: 1.5 times the T that cfg (the lattice's) trained at, at least
     GROW_SEQ_LEN. A caught try's lattice (T = 15) grows at T = 30, a redrawn try's
     (T = 30) at T = 45. On redrawn lattices the stage at T = 30 gave no second module
-    (0 of 3); at T = 60 three of five formed one and two turned square, at T = 45 two of
-    three formed one in every arena, the third kept a lattice, and none turned square
+    (0 of 3); on five, at T = 60 three formed one in 2 m and two turned square, at
+    T = 45 two formed one in every arena, two more in two arenas, and none turned square
     (docs/experiments.md, "A second module beside a redrawn lattice"): the fine module
     forms while the kept lattice moves to the longer T's period."""
     return max(GROW_SEQ_LEN, 3 * cfg.data.seq_len // 2)

@@ -5,7 +5,7 @@ import sys
 import time
 
 from .checkpoint import read_jsonl
-from .config import DEFAULT_PRESET, preset, replace
+from .config import DEFAULT_PRESET, load_config, preset, replace
 from . import grow as grow_module
 from .evaluate import (WalkConfig, checkpoint_reading, earlier_readings, evaluate_run,
                        headline, reading_line, save_over_training, write_over_training)
@@ -96,7 +96,7 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     lines = tries_lines(rows, chosen) + gate_lines(run_dir, chosen_cfg) + headline(summary)
     if grow_steps:
         grown = grow_stage(rows[chosen], summary, out, grow_steps, cfg.train.seed, log,
-                           until_two=grow_until, seq_len=stage_seq_len(chosen_cfg))
+                           until_two=grow_until)
         if grown is not None:
             grown_dir, grown_summary, grow_lines = grown
             lines += grow_lines
@@ -125,14 +125,13 @@ def _minutes(seconds):
     return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
-def grow_stage(row, summary, out, steps, seed, log, until_two=False, seq_len=GROW_SEQ_LEN):
+def grow_stage(row, summary, out, steps, seed, log, until_two=False):
     """sicref.grow on the chosen try, then the 2 m readings of every checkpoint of the
     grown network and the evaluation (GROW_WALK, GROW_MODULES, the main arenas) of the
     one with the most modules, or the last where none has two
     (sicref.grow.pick_checkpoint). until_two: read each checkpoint as it is written and
     stop once GROW_CONFIRM readings in a row have two modules (grow_until_two); the
-    pick is then among the readings up to there. seq_len: the stage's T, for its lines
-    (sicref.grow.stage_seq_len of the try's config). Returns (evaluation dir, summary,
+    pick is then among the readings up to there. Returns (evaluation dir, summary,
     headline lines), or None when no try caught a lattice (nothing to grow beside)."""
     if row["status"] != "caught":
         log("grow: skipped, no try caught a lattice")
@@ -148,8 +147,7 @@ def grow_stage(row, summary, out, steps, seed, log, until_two=False, seq_len=GRO
         def read(path):
             readings.append(checkpoint_reading(path, 2.0, seed=seed, walk=reading_walk,
                                                modules=GROW_MODULES, earlier=earlier))
-            log(f"grow reading ({about}): {reading_line(readings[-1])}"
-                + (" (read before)" if any(readings[-1] is r for r in earlier) else ""))
+            log(f"grow reading ({about}): {reading_line(readings[-1], earlier)}")
             os.makedirs(eval_dir, exist_ok=True)
             save_over_training(readings, eval_dir, 2.0)
             return readings[-1]
@@ -176,6 +174,7 @@ def grow_stage(row, summary, out, steps, seed, log, until_two=False, seq_len=GRO
                          bin_size=MAIN_BIN_SIZE, walk=GROW_WALK, modules=GROW_MODULES,
                          reuse=True)
     periods = ", ".join(f"{p:.2f}" for p in last["modules"]["periods"]) or "none"
+    seq_len = load_config(os.path.join(run_dir, "config.json")).data.seq_len
     lines = [f"grow: {len(layout['freed'])} units freed, trained to step {last['step']} "
              f"at T = {seq_len}; {stop}the last checkpoint reads "
              f"{last['grid_fraction']:.0%} grid units, module periods m: {periods}; step {step} ({why}) "
@@ -223,6 +222,7 @@ def gate_lines(run_dir, cfg):
 
 
 def add_run_commands(sub):
+    default = preset(DEFAULT_PRESET)
     p = sub.add_parser("run", help="main job: train the default preset, evaluate, figures",
                        description="The main job: train up to --tries initialisations of "
                        "the preset until one catches a grid lattice, evaluate it in 2, 3 "
@@ -250,8 +250,9 @@ def add_run_commands(sub):
                    help="after the tries, free every unit of the caught lattice but "
                    f"the best half of its module (at least {GROW_KEEP_MIN} units), train "
                    f"N more steps at 1.5 times the try's T, at least {GROW_SEQ_LEN} "
-                   f"({GROW_SEQ_LEN} for the preset's tries, {3 * GROW_SEQ_LEN // 2} for a "
-                   "redrawn try) and evaluate the checkpoint with "
+                   f"({stage_seq_len(default)} for the preset's tries, "
+                   f"{stage_seq_len(redraw_config(default))} for a redrawn try; "
+                   "sicref.grow.stage_seq_len) and evaluate the checkpoint with "
                    "the most modules, or the last where none has two (sicref.grow, "
                    "docs/experiments.md); default 0: off")
     p.add_argument("--grow-until-two", action="store_true",
@@ -262,7 +263,8 @@ def add_run_commands(sub):
     p.add_argument("--redraw", action="store_true",
                    help="follow each try that gives up by its redrawn try: every unit's "
                    "recurrent weights and start entry redrawn from the try's last "
-                   f"checkpoint, trained at T = {GROW_SEQ_LEN} and lr {GROW_LR:g} with a gate of "
+                   f"checkpoint, trained at T = {redraw_config(default).data.seq_len} and lr "
+                   f"{GROW_LR:g} with a gate of "
                    "its own (sicref.grow.redraw_config, docs/experiments.md)")
     # sicref.cli.main re-executes the command with TRY_THREADS BLAS threads unless the
     # environment already sets them (reexec_for_threads)

@@ -194,7 +194,7 @@ def test_an_evaluation_is_reused_only_for_the_same_checkpoint_and_settings(
     assert any("not evaluated again" in ln for ln in lines)
     assert sum(ln.endswith("(read before)") for ln in lines) == 2
     # other code, another seed, a missing figure, other checkpoint bytes: evaluated again
-    monkeypatch.setattr(ev, "_CODE_ID", ["0.1.0 changed"])
+    monkeypatch.setattr(ev, "code_id", lambda: "0.1.0 changed")
     ev.evaluate_run(str(run), str(out), **kw)
     ev.write_over_training(str(run), str(out), 2.0, 16, log=lines.append,
                            walk=WalkConfig(n_walks=2, n_steps=30), reuse=True)
