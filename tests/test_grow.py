@@ -380,3 +380,23 @@ def test_the_redraw_example_configs_are_the_stages_with_and_without_a_gate():
     # and the gated one is what `sicref run --redraw` trains a redrawn try with
     from sicref.grow import redraw_config
     assert redraw_config(preset("laptop")) == gated
+
+
+def test_the_variant_example_configs_change_only_what_their_names_say():
+    """examples/configs/{laptop_B16,laptop_T20,redraw_T15_gate,redraw_T45_gate}.json
+    (docs/experiments.md, "Half the batch", "Fresh tries at T = 20", "Redrawn at
+    T = 15", "Redrawn at T = 45") differ from the preset or the redrawn try's config in
+    the fields the docs name and nowhere else."""
+    import os
+    from sicref.config import load_config
+    from sicref.grow import redraw_config
+    here = os.path.join(os.path.dirname(__file__), "..", "examples", "configs")
+    laptop = preset("laptop")
+    assert load_config(os.path.join(here, "laptop_B16.json")) == replace(
+        laptop, data={"batch_size": 16},
+        optim={"anneal_check_from": 1500, "anneal_give_up": 6000}, train={"steps": 9000})
+    assert load_config(os.path.join(here, "laptop_T20.json")) == replace(
+        laptop, data={"seq_len": 20})
+    for t in (15, 45):
+        assert load_config(os.path.join(here, f"redraw_T{t}_gate.json")) == replace(
+            redraw_config(laptop), data={"seq_len": t})
