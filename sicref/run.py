@@ -10,7 +10,8 @@ from . import grow as grow_module
 from .evaluate import (WalkConfig, checkpoint_reading, earlier_readings, evaluate_run,
                        headline, reading_line, save_over_training, write_over_training)
 from .grow import (GROW_KEEP_MIN, GROW_LR, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow,
-                   grow_until_two, pick_checkpoint, redraw_config, stage_seq_len)
+                   grow_until_two, pick_checkpoint, redraw_config, rescale,
+                   rescale_config, stage_seq_len)
 from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, TRY_THREADS, prepare_out, run_tries, try_name
 
@@ -47,7 +48,8 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     out/grow/evaluation; grow_until: stop the stage sooner, once
     GROW_CONFIRM 1000-step readings in a row have two modules (sicref.grow.grow_until_two).
     redraw: a try that gives up is followed by its redrawn try (sicref.tries.run_tries,
-    sicref.grow.redraw_config).
+    sicref.grow.redraw_config); a redrawn try's lattice is rescaled (sicref.grow.rescale,
+    into out/rescaled) before it is evaluated and grown.
 
     Returns the summary of the job's result: the stage's evaluation, or the try's when
     the stage ended with fewer 2 m modules than the try had. Running it again on the
@@ -81,10 +83,22 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
         log("--redraw ignored: the preset has no annealing gate, so no try gives up")
     redrawn = redraw_config if redraw and gated else None
     chosen, rows = run_tries(cfg, out, tries, jobs=jobs, log=log, redraw=redrawn)
-    run_dir = rows[chosen]["run_dir"]
-    chosen_cfg = redrawn(cfg) if rows[chosen].get("redrawn") else cfg
+    row = rows[chosen]
+    run_dir = gate_dir = row["run_dir"]
+    try_cfg = replace(cfg, train={"seed": row["seed"]})
+    chosen_cfg = redrawn(try_cfg) if row.get("redrawn") else cfg
+    rescaled = []
+    if row.get("redrawn") and row["status"] == "caught":
+        # a redrawn try's lattice is coarse at its T; RESCALE_STEPS at the T a caught
+        # try's lattice grows at bring it to that lattice's period (sicref.grow)
+        run_dir = rescale(gate_dir, try_cfg, os.path.join(out, "rescaled"), log=log)
+        r = rescale_config(try_cfg)
+        rescaled = [f"rescaled: the redrawn lattice trained {r.train.steps} more steps at "
+                    f"T = {r.data.seq_len}, lr {r.optim.lr:g} ({run_dir}); evaluated:"]
+        row = dict(row, run_dir=run_dir)
     eval_dir = os.path.join(out, "evaluation")
-    log(f"evaluating {try_name(rows[chosen])} ({run_dir})")
+    log(f"evaluating {try_name(rows[chosen])}" + (", rescaled" if rescaled else "")
+        + f" ({run_dir})")
     summary = evaluate_run(run_dir, eval_dir, MAIN_ARENAS, seed=cfg.train.seed,
                            overwrite=True, log=log, bin_size=MAIN_BIN_SIZE, reuse=True)
     # SPEC §10: gridness is not monotonic in training; show it for every checkpoint.
@@ -93,9 +107,10 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     if len(rows) > 1:
         tries_plot(rows, cfg.optim.anneal_grid_fraction, eval_dir, "tries.png")
     log(f"figures and summary.json in {eval_dir}")
-    lines = tries_lines(rows, chosen) + gate_lines(run_dir, chosen_cfg) + headline(summary)
+    lines = (tries_lines(rows, chosen) + gate_lines(gate_dir, chosen_cfg) + rescaled
+             + headline(summary))
     if grow_steps:
-        grown = grow_stage(rows[chosen], summary, out, grow_steps, cfg.train.seed, log,
+        grown = grow_stage(row, summary, out, grow_steps, cfg.train.seed, log,
                            until_two=grow_until)
         if grown is not None:
             grown_dir, grown_summary, grow_lines = grown
@@ -251,7 +266,8 @@ def add_run_commands(sub):
                    f"the best half of its module (at least {GROW_KEEP_MIN} units), train "
                    f"N more steps at 1.5 times the try's T, at least {GROW_SEQ_LEN} "
                    f"({stage_seq_len(default)} for the preset's tries, "
-                   f"{stage_seq_len(redraw_config(default))} for a redrawn try; "
+                   f"{stage_seq_len(rescale_config(default))} for a redrawn try's "
+                   "rescaled lattice; "
                    "sicref.grow.stage_seq_len) and evaluate the checkpoint with "
                    "the most modules, or the last where none has two (sicref.grow, "
                    "docs/experiments.md); default 0: off")
@@ -264,8 +280,10 @@ def add_run_commands(sub):
                    help="follow each try that gives up by its redrawn try: every unit's "
                    "recurrent weights and start entry redrawn from the try's last "
                    f"checkpoint, trained at T = {redraw_config(default).data.seq_len} and lr "
-                   f"{GROW_LR:g} with a gate of "
-                   "its own (sicref.grow.redraw_config, docs/experiments.md)")
+                   f"{GROW_LR:g} with a gate of its own; a lattice it catches is then "
+                   f"rescaled ({rescale_config(default).train.steps} steps at T = "
+                   f"{rescale_config(default).data.seq_len}) before it is evaluated "
+                   "(sicref.grow.redraw_config, rescale_config, docs/experiments.md)")
     # sicref.cli.main re-executes the command with TRY_THREADS BLAS threads unless the
     # environment already sets them (reexec_for_threads)
     p.set_defaults(func=_cmd_run, process_threads=TRY_THREADS)

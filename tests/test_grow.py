@@ -377,9 +377,16 @@ def test_the_redraw_example_configs_are_the_stages_with_and_without_a_gate():
                                  if k.startswith("anneal")},
                    train={"steps": 4000, "checkpoint_every": 1000}) == stage
     assert gated.optim.anneal_lr == GROW_LR / 10 and gated.optim.anneal_give_up == 4000
-    # and the gated one is what `sicref run --redraw` trains a redrawn try with
-    from sicref.grow import redraw_config
-    assert redraw_config(preset("laptop")) == gated
+    # `sicref run --redraw` trains a redrawn try with the gated one at T = 45
+    # (redraw_T45_gate.json), ending 1000 steps after its switch
+    from sicref.grow import redraw_config, rescale_config
+    t45 = load_config(os.path.join(here, "redraw_T45_gate.json"))
+    assert redraw_config(preset("laptop")) == replace(
+        t45, optim={"anneal_steps": 1000}, train={"steps": 5000})
+    assert t45 == replace(gated, data={"seq_len": 45})
+    # and rescales its lattice with the T = 30 one, 1000 steps, the try's seed
+    laptop = replace(preset("laptop"), train={"seed": 2013})
+    assert rescale_config(laptop) == replace(stage, train={"steps": 1000, "seed": 2013})
 
 
 def test_the_variant_example_configs_change_only_what_their_names_say():
@@ -389,7 +396,6 @@ def test_the_variant_example_configs_change_only_what_their_names_say():
     the fields the docs name and nowhere else."""
     import os
     from sicref.config import load_config
-    from sicref.grow import redraw_config
     here = os.path.join(os.path.dirname(__file__), "..", "examples", "configs")
     laptop = preset("laptop")
     assert load_config(os.path.join(here, "laptop_B16.json")) == replace(
@@ -397,6 +403,65 @@ def test_the_variant_example_configs_change_only_what_their_names_say():
         optim={"anneal_check_from": 1500, "anneal_give_up": 6000}, train={"steps": 9000})
     assert load_config(os.path.join(here, "laptop_T20.json")) == replace(
         laptop, data={"seq_len": 20})
+    gated = load_config(os.path.join(here, "redraw_T30_gate.json"))
     for t in (15, 45):
         assert load_config(os.path.join(here, f"redraw_T{t}_gate.json")) == replace(
-            redraw_config(laptop), data={"seq_len": t})
+            gated, data={"seq_len": t})
+
+
+def test_the_rescale_starts_from_the_confirmed_lattice_or_says_why_not(tmp_path):
+    from sicref.grow import rescale_source
+
+    run = tmp_path / "redrawn"
+    (run / "checkpoints").mkdir(parents=True)
+    cfg = replace(preset("tiny"), optim={"anneal_lr": 1e-3, "anneal_confirm": 2})
+
+    def readings(*rows):
+        (run / "gridness.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    opened = {"step": 5, "switch": True, "confirmed": False}
+    readings(opened, {"step": 10, "switch": False, "confirmed": False})
+    with pytest.raises(TrainingError, match="no gate reading confirmed a lattice"):
+        rescale_source(str(run), cfg)
+    readings(opened, {"step": 10, "switch": False, "confirmed": True})
+    with pytest.raises(TrainingError, match="confirmed at step 10, but .*step_10.npz is "
+                                            "missing"):
+        rescale_source(str(run), cfg)
+    for step in (5, 10):
+        (run / f"checkpoints/step_{step}.npz").write_bytes(b"")
+    assert rescale_source(str(run), cfg) == str(run / "checkpoints/step_10.npz")
+    # a gate without confirming readings: the switch's checkpoint
+    no_confirm = replace(cfg, optim={"anneal_confirm": 0})
+    assert rescale_source(str(run), no_confirm) == str(run / "checkpoints/step_5.npz")
+
+
+def test_an_interrupted_rescale_continues_to_the_same_result(tmp_path, monkeypatch):
+    import sicref.grow
+    from sicref.grow import rescale
+
+    monkeypatch.setattr(sicref.grow, "GROW_CHECKPOINT_EVERY", 1)
+    try_cfg = replace(preset("tiny"), train={"seed": 3})
+    redrawn = tmp_path / "redrawn"
+    train(replace(try_cfg, data={"seq_len": 8}, train={"steps": 4, "checkpoint_every": 2}),
+          str(redrawn), log=lambda line: None)
+    (redrawn / "gridness.jsonl").write_text(json.dumps({"step": 2, "switch": True}) + "\n")
+    monkeypatch.setattr(sicref.grow, "RESCALE_STEPS", 3)
+    whole = load_checkpoint(rescale(str(redrawn), try_cfg, str(tmp_path / "whole"),
+                                    log=lambda line: None))
+    lines = []
+    monkeypatch.setattr(sicref.grow, "RESCALE_STEPS", 1)  # stopped after one step
+    rescale(str(redrawn), try_cfg, str(tmp_path / "parts"), log=lines.append)
+    monkeypatch.setattr(sicref.grow, "RESCALE_STEPS", 3)
+    rescale(str(redrawn), try_cfg, str(tmp_path / "parts"), log=lines.append)
+    parts = load_checkpoint(str(tmp_path / "parts"))
+    assert any(ln.startswith("rescale: continuing") for ln in lines)
+    assert parts["step"] == whole["step"] == 3
+    assert parts["config"].data.seq_len == sicref.grow.GROW_SEQ_LEN
+    for k in whole["params"]:
+        assert (parts["params"][k] == whole["params"][k]).all(), k
+    # it started from the switch's checkpoint (step 2), not the run's last (4)
+    start = load_checkpoint(str(redrawn / "checkpoints/step_2.npz"))["params"]
+    again = train(parts["config"], str(tmp_path / "again"),
+                  init_from=str(redrawn / "checkpoints/step_2.npz"), log=lambda line: None)
+    assert all((again[k] == whole["params"][k]).all() for k in again)
+    assert any((start[k] != whole["params"][k]).any() for k in start)

@@ -320,24 +320,43 @@ def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, ga
 
     monkeypatch.setattr(sicref.grow, "GROW_SEQ_LEN", 4)  # so that the 1.5 shows
     monkeypatch.setattr(sicref.grow, "GROW_CHECKPOINT_EVERY", 1)
+    monkeypatch.setattr(sicref.grow, "RESCALE_STEPS", 2)
     monkeypatch.setattr(sicref.run, "pick_checkpoint", lambda rows: 2)
     lines = []
     out = tmp_path / "main"
     summary = sicref.run.main_job("gated", str(out), tries=tries, log=lines.append,
                                   redraw=True, grow_steps=2)
-    # the stage grows the redrawn lattice (T = 8) at 1.5 times its T
-    assert load_checkpoint(str(out / "grow/run"))["config"].data.seq_len == 12
-    assert any(ln.startswith("grow: ") and "trained to step 2 at T = 12;" in ln
+    where = str(out / "tries/try0_seed0_redrawn")
+    # the redrawn lattice (T = 8) is rescaled from its confirmed checkpoint (switch at
+    # 5, confirmed at 10) at the T a try's lattice grows at (1.5 x 6), with the try's seed
+    rescaled = load_checkpoint(str(out / "rescaled"))
+    assert rescaled["step"] == 2 and rescaled["config"].data.seq_len == 9
+    assert rescaled["config"].optim.lr == sicref.grow.GROW_LR
+    assert rescaled["config"].optim.anneal_lr == 0 and rescaled["config"].train.seed == 0
+    plain = train(rescaled["config"], tmp_path / "plain",
+                  init_from=where + "/checkpoints/step_10.npz", log=QUIET)
+    assert all((plain[k] == rescaled["params"][k]).all() for k in plain)
+    assert any(ln.startswith("rescale: the redrawn lattice (" + where
+                             + "/checkpoints/step_10.npz), 2 steps at T = 9") for ln in lines)
+    # the stage grows the rescaled lattice (T = 9) at 1.5 times its T
+    assert load_checkpoint(str(out / "grow/run"))["config"].data.seq_len == 13
+    assert any(ln.startswith("grow: ") and "trained to step 2 at T = 13;" in ln
                for ln in lines)
     summary = json.loads((out / "evaluation/summary.json").read_text())
-    where = str(out / "tries/try0_seed0_redrawn")
-    assert f"evaluating try 0 redrawn ({where})" in lines
+    assert f"evaluating try 0 redrawn, rescaled ({out / 'rescaled'})" in lines
     assert "evaluated: try 0 redrawn (the first to catch a lattice)" in lines
     # the gate line reads the redrawn try's gate (its lr after the switch)
     assert any(ln.startswith("annealing: the gate opened at step 5") and "lr 0.0003" in ln
                for ln in lines)
-    assert summary["step"] == 10  # switch at 5, anneal_steps 5 more
-    assert summary["checkpoint"].startswith(where)
+    assert any(ln.startswith("rescaled: the redrawn lattice trained 2 more steps at T = 9")
+               for ln in lines)
+    assert summary["step"] == 2
+    assert summary["checkpoint"].startswith(str(out / "rescaled"))
+    # a second call finds the rescale done and redoes nothing
+    lines2 = []
+    sicref.run.main_job("gated", str(out), tries=tries, log=lines2.append, redraw=True,
+                        grow_steps=2)
+    assert f"rescale: {out / 'rescaled'} is done" in lines2
     assert (out / "evaluation/tries.png").exists()
 
 
