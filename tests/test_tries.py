@@ -352,6 +352,9 @@ def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, ga
                for ln in lines)
     assert summary["step"] == 2
     assert summary["checkpoint"].startswith(str(out / "rescaled"))
+    # evaluated as the stage's networks are: 800 walks of 100 steps
+    assert (summary["walk"]["n_walks"], summary["walk"]["n_steps"]) == (800, 100)
+    assert summary["request"]["modules"]["max_period_mismatch"] == 0.2
     # a second call finds the rescale done and redoes nothing
     lines2 = []
     sicref.run.main_job("gated", str(out), tries=tries, log=lines2.append, redraw=True,
