@@ -1,5 +1,6 @@
 """Tests for the control experiments of docs/experiments.md section 5:
-examples/free_units.py and examples/teach_ideal_code.py."""
+examples/free_units.py and examples/teach_ideal_code.py; and examples/redraw_try.py,
+the main job's `--redraw` path on one try."""
 
 import importlib.util
 import json
@@ -118,3 +119,48 @@ def test_a_start_checkpoint_holds_the_parameters_at_step_zero(tmp_path):
     assert all(np.array_equal(state["params"][k], params[k]) for k in params)
     assert state["opt_state"]["t"] == 0
     assert all(not state["opt_state"]["m"][k].any() for k in params)
+
+
+def test_redraw_try_redraws_rescales_evaluates_and_grows_as_the_main_job(tmp_path,
+                                                                        monkeypatch):
+    import sicref.evaluate
+    import sicref.grow
+    from sicref.config import replace
+
+    # every gate reading a lattice: the redrawn try opens at its first reading and
+    # confirms at the next; short schedules so that it runs in seconds
+    monkeypatch.setattr(sicref.evaluate, "grid_check", lambda params, cfg, **k: (0.5, 0.1))
+    monkeypatch.setattr(sicref.grow, "REDRAW_SEQ_LEN", 8)
+    monkeypatch.setattr(sicref.grow, "REDRAW_ANNEAL", {
+        **sicref.grow.REDRAW_ANNEAL, "anneal_check_every": 2, "anneal_check_from": 2,
+        "anneal_give_up": 6, "anneal_steps": 4})
+    monkeypatch.setattr(sicref.grow, "REDRAW_STEPS", 10)
+    monkeypatch.setattr(sicref.grow, "RESCALE_STEPS", 2)
+    monkeypatch.setattr(sicref.grow, "GROW_CHECKPOINT_EVERY", 1)
+    try_cfg = replace(preset("tiny"), train={"seed": 1005, "steps": 4})
+    train(try_cfg, str(tmp_path / "try"), log=lambda line: None)
+    lines = []
+    out = tmp_path / "out"
+    assert _example("redraw_try").main([str(tmp_path / "try"), "--seed", "5", "--out",
+                                        str(out), "--grow-steps", "2"],
+                                       log=lines.append) == 0
+    redrawn = load_checkpoint(str(out / "redrawn"))
+    assert redrawn["config"].data.seq_len == 8 and redrawn["config"].train.seed == 1005
+    assert redrawn["step"] == 6  # the switch at 2, then anneal_steps 4
+    assert "redrawn try: caught" in lines
+    # rescaled from the confirmed checkpoint (step 4), at the try's stage T, 2 steps
+    rescaled = load_checkpoint(str(out / "rescaled"))
+    assert rescaled["step"] == 2 and rescaled["config"].train.seed == 1005
+    again = train(rescaled["config"], str(tmp_path / "again"),
+                  init_from=str(out / "redrawn/checkpoints/step_4.npz"),
+                  log=lambda line: None)
+    assert all((again[k] == rescaled["params"][k]).all() for k in again)
+    summary = json.loads((out / "evaluation/summary.json").read_text())
+    assert summary["checkpoint"].startswith(str(out / "rescaled"))
+    assert (summary["walk"]["n_walks"], summary["walk"]["n_steps"]) == (800, 100)
+    assert sorted(summary["arenas"]) == ["2m", "3m", "4m"]
+    # and the stage grew it at 1.5 times its T, from the main job's seed
+    grown = load_checkpoint(str(out / "grow/run"))
+    assert grown["step"] == 2 and grown["config"].train.seed == 5
+    assert grown["config"].data.seq_len == 3 * rescaled["config"].data.seq_len // 2
+    assert any(ln.startswith("grow: ") and "trained to step 2" in ln for ln in lines)
