@@ -4,8 +4,9 @@ The try's latest checkpoint has every unit's recurrent weights and start entry r
 (sicref.grow.write_redraw_start, drawn from the try's seed) and trains under
 sicref.grow.redraw_config (T = 45, lr 1e-4, its own gate) into OUT/redrawn. If that gate
 confirms a lattice, the lattice is rescaled (sicref.grow.rescale: 1000 steps at T = 30
-from the confirmed checkpoint) into OUT/rescaled and evaluated in 2, 3 and 4 m with 800
-walks of 100 steps (OUT/evaluation); with --grow-steps N the stage follows (the best
+from the confirmed checkpoint) into OUT/rescaled and, unless the rescale lost it
+(sicref.grow.rescale_held), evaluated in 2, 3 and 4 m with 800 walks of 100 steps
+(OUT/evaluation); with --grow-steps N the stage follows (the best
 half of the module kept, the rest freed, up to N steps at T = 45; OUT/grow). Used on
 the tries of earlier main jobs in docs/experiments.md, "The sequence in the main job":
 
@@ -23,8 +24,8 @@ import sys
 
 from sicref.checkpoint import load_checkpoint, resolve_checkpoint
 from sicref.evaluate import evaluate_run, headline
-from sicref.grow import (GROW_MODULES, GROW_WALK, redraw_config, rescale,
-                         write_redraw_start)
+from sicref.grow import (GROW_MODULES, GROW_WALK, redraw_config, rescale, rescale_held,
+                         rescale_readings, write_redraw_start)
 from sicref.run import MAIN_ARENAS, MAIN_BIN_SIZE, gate_lines, grow_stage
 from sicref.train import train
 from sicref.tries import try_status
@@ -61,6 +62,13 @@ def main(argv=None, log=None):
             log(line)
         return 0
     run_dir = rescale(redrawn, try_cfg, os.path.join(a.out, "rescaled"), log=log)
+    before, after = rescale_readings(redrawn, run_dir)
+    lines.append(f"rescaled: gate reading {before:.0%} -> {after:.0%}")
+    if not rescale_held(before, after):
+        # the main job counts it as lost and goes on to its next try
+        for line in lines + ["the rescale lost the lattice; not evaluated"]:
+            log(line)
+        return 0
     summary = evaluate_run(run_dir, os.path.join(a.out, "evaluation"), MAIN_ARENAS,
                            seed=a.seed, overwrite=True, log=log, bin_size=MAIN_BIN_SIZE,
                            walk=GROW_WALK, modules=GROW_MODULES, reuse=True)

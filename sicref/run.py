@@ -11,7 +11,7 @@ from .evaluate import (WalkConfig, checkpoint_reading, earlier_readings, evaluat
                        headline, reading_line, save_over_training, write_over_training)
 from .grow import (GROW_KEEP_MIN, GROW_LR, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow,
                    grow_until_two, pick_checkpoint, redraw_config, rescale,
-                   rescale_config, stage_seq_len)
+                   rescale_config, rescale_held, rescale_readings, stage_seq_len)
 from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, TRY_THREADS, prepare_out, run_tries, try_name
 
@@ -49,7 +49,9 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     GROW_CONFIRM 1000-step readings in a row have two modules (sicref.grow.grow_until_two).
     redraw: a try that gives up is followed by its redrawn try (sicref.tries.run_tries,
     sicref.grow.redraw_config); a redrawn try's lattice is rescaled (sicref.grow.rescale,
-    into out/rescaled) before it is evaluated and grown.
+    into its run directory + "_rescaled") before it is evaluated and grown, and where
+    the rescale loses it (sicref.grow.rescale_held) the tries go on as if it had not
+    caught one.
 
     Returns the summary of the job's result: the stage's evaluation, or the try's when
     the stage ended with fewer 2 m modules than the try had. Running it again on the
@@ -82,30 +84,44 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     if redraw and not gated:
         log("--redraw ignored: the preset has no annealing gate, so no try gives up")
     redrawn = redraw_config if redraw and gated else None
-    chosen, rows = run_tries(cfg, out, tries, jobs=jobs, log=log, redraw=redrawn)
-    row = rows[chosen]
-    run_dir = gate_dir = row["run_dir"]
-    try_cfg = replace(cfg, train={"seed": row["seed"]})
-    chosen_cfg = redrawn(try_cfg) if row.get("redrawn") else cfg
-    rescaled = []
-    if row.get("redrawn") and row["status"] == "caught":
+    lost, rescaled = set(), []
+    while True:
+        chosen, rows = run_tries(cfg, out, tries, jobs=jobs, log=log, redraw=redrawn,
+                                 lost=lost)
+        row = rows[chosen]
+        run_dir = gate_dir = row["run_dir"]
+        try_cfg = replace(cfg, train={"seed": row["seed"]})
+        chosen_cfg = redrawn(try_cfg) if row.get("redrawn") else cfg
+        if not (row.get("redrawn") and row["status"] == "caught"):
+            break
         # a redrawn try's lattice is coarse at its T; RESCALE_STEPS at the T a caught
         # try's lattice grows at bring it to that lattice's period (sicref.grow)
-        run_dir = rescale(gate_dir, try_cfg, os.path.join(out, "rescaled"), log=log)
+        run_dir = rescale(gate_dir, try_cfg, gate_dir + "_rescaled", log=log)
+        before, after = rescale_readings(gate_dir, run_dir)
         r = rescale_config(try_cfg)
-        rescaled = [f"rescaled: the redrawn lattice trained {r.train.steps} more steps at "
-                    f"T = {r.data.seq_len}, lr {r.optim.lr:g} ({run_dir}); evaluated with "
-                    f"{GROW_WALK.n_walks} walks of {GROW_WALK.n_steps} steps:"]
-        row = dict(row, run_dir=run_dir)
+        what = (f"{try_name(row)}'s lattice trained {r.train.steps} more steps at T = "
+                f"{r.data.seq_len}, lr {r.optim.lr:g} ({run_dir}); gate reading "
+                f"{before:.0%} -> {after:.0%}")
+        if rescale_held(before, after):
+            log(f"rescaled: {what}")
+            rescaled.append(f"rescaled: {what}; evaluated with {GROW_WALK.n_walks} walks "
+                            f"of {GROW_WALK.n_steps} steps:")
+            row = dict(row, run_dir=run_dir)
+            break
+        log(f"rescaled: {what}: the lattice is lost (more than "
+            f"{grow_module.RESCALE_TOLERANCE:.0%} below), on to the next try")
+        rescaled.append(f"rescaled: {what}: lost")
+        lost.add((row["try"], True))
+    is_rescaled = run_dir != gate_dir
     # A rescaled lattice is evaluated as the stage's networks are (GROW_WALK,
     # GROW_MODULES): over the main evaluation's 400-step walks it drifts, and one that
     # read 97 % grid units over 100-step walks read 8 % (docs/experiments.md, "The
     # sequence in the main job"); the stage keeps the units this evaluation ranks best.
-    walks = (dict(walk=GROW_WALK, modules=GROW_MODULES) if rescaled else {})
+    walks = (dict(walk=GROW_WALK, modules=GROW_MODULES) if is_rescaled else {})
     readings = (dict(walk=WalkConfig(GROW_WALK.n_walks // 2, GROW_WALK.n_steps),
-                     modules=GROW_MODULES) if rescaled else {})
+                     modules=GROW_MODULES) if is_rescaled else {})
     eval_dir = os.path.join(out, "evaluation")
-    log(f"evaluating {try_name(rows[chosen])}" + (", rescaled" if rescaled else "")
+    log(f"evaluating {try_name(rows[chosen])}" + (", rescaled" if is_rescaled else "")
         + f" ({run_dir})")
     summary = evaluate_run(run_dir, eval_dir, MAIN_ARENAS, seed=cfg.train.seed,
                            overwrite=True, log=log, bin_size=MAIN_BIN_SIZE, reuse=True,

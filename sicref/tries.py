@@ -114,7 +114,7 @@ def redraw_dir(out, index, seed):
 
 
 def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
-              launch=None, redraw=None):
+              launch=None, redraw=None, lost=()):
     """Train up to `tries` initialisations of cfg into out/tries/, `jobs` at a time, and
     return (chosen index, rows). Continues an interrupted main job (every try resumes
     from its latest checkpoint; a try that has ended is not started again, nor one
@@ -127,7 +127,11 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
     redraw(config), default sicref.grow.redraw_config, with its own gate) in out/tries/
     try{i}_seed{s}_redrawn. The tries are then ordered try 0, try 0 redrawn, try 1, try 1
     redrawn, ...; rows and the chosen index follow that order, and each row says which
-    try it is ("try") and whether it is the redrawn one ("redrawn")."""
+    try it is ("try") and whether it is the redrawn one ("redrawn").
+
+    lost: (try, redrawn) pairs whose caught lattice the caller found lost afterwards
+    (the main job's rescale, sicref.grow.rescale_held); they count as ended with status
+    "lost", and the tries after them run on (a stopped one continues)."""
     from .grow import redraw_config, write_redraw_start
 
     launch = launch or _launch
@@ -155,13 +159,19 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
             write_redraw_start(dirs[a - 1], begin, cfgs[a])
         return launch(cfgs[a], dirs[a], TRY_THREADS, init_from=begin)
 
+    lost = {a for a in range(n) if order[a] in set(lost)}
+
+    def status_of(a):
+        status, checks = try_status(dirs[a], cfgs[a])
+        return ("lost" if status == "caught" and a in lost else status), checks
+
     for a in range(n):  # a continued job: what is on disk already
         if not os.path.isdir(dirs[a]):
             continue
-        status = try_status(dirs[a], cfgs[a])[0]
+        status = status_of(a)[0]
         if status == "caught":
             caught.add(a)
-        if run_ended(dirs[a], cfgs[a]):
+        if run_ended(dirs[a], cfgs[a]) or a in lost:
             finished[a] = status
             log(f"{names[a]} (seed {cfgs[a].train.seed}) had ended: {status}")
     last_report = time.monotonic()
@@ -175,10 +185,10 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
                     if proc.returncode != 0:
                         raise TriesError(f"{names[a]} ({dirs[a]}) failed with exit code "
                                          f"{proc.returncode}; its log is {dirs[a]}.log")
-                    finished[a] = try_status(dirs[a], cfgs[a])[0]
+                    finished[a] = status_of(a)[0]
                     log(f"{names[a]} (seed {cfgs[a].train.seed}) ended: {finished[a]}")
             for a in list(running) + list(finished):  # news from the gate
-                status, checks = try_status(dirs[a], cfgs[a])
+                status, checks = status_of(a)
                 for c in checks:
                     key = (a, c["step"])
                     if key in announced:
@@ -227,8 +237,7 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
     chosen = min(caught) if caught else None
     rows = []
     for a, (i, redrawn) in enumerate(order):
-        status, checks = try_status(dirs[a], cfgs[a]) if os.path.isdir(dirs[a]) else (
-            "not run", [])
+        status, checks = status_of(a) if os.path.isdir(dirs[a]) else ("not run", [])
         if a in finished and status == "open":
             status = "ended"  # reached train.steps with the gate shut (or no gate)
         elif a not in finished and status != "caught" and chosen is not None and a > chosen:

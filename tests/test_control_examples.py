@@ -121,6 +121,18 @@ def test_a_start_checkpoint_holds_the_parameters_at_step_zero(tmp_path):
     assert all(not state["opt_state"]["m"][k].any() for k in params)
 
 
+def short_redraw(monkeypatch):
+    """The redrawn try at T = 8 with readings every 2 steps, the rescale 2 steps."""
+    import sicref.grow
+
+    monkeypatch.setattr(sicref.grow, "REDRAW_SEQ_LEN", 8)
+    monkeypatch.setattr(sicref.grow, "REDRAW_ANNEAL", {
+        **sicref.grow.REDRAW_ANNEAL, "anneal_check_every": 2, "anneal_check_from": 2,
+        "anneal_give_up": 6, "anneal_steps": 4})
+    monkeypatch.setattr(sicref.grow, "REDRAW_STEPS", 10)
+    monkeypatch.setattr(sicref.grow, "RESCALE_STEPS", 2)
+
+
 def test_redraw_try_redraws_rescales_evaluates_and_grows_as_the_main_job(tmp_path,
                                                                         monkeypatch):
     import sicref.evaluate
@@ -130,12 +142,7 @@ def test_redraw_try_redraws_rescales_evaluates_and_grows_as_the_main_job(tmp_pat
     # every gate reading a lattice: the redrawn try opens at its first reading and
     # confirms at the next; short schedules so that it runs in seconds
     monkeypatch.setattr(sicref.evaluate, "grid_check", lambda params, cfg, **k: (0.5, 0.1))
-    monkeypatch.setattr(sicref.grow, "REDRAW_SEQ_LEN", 8)
-    monkeypatch.setattr(sicref.grow, "REDRAW_ANNEAL", {
-        **sicref.grow.REDRAW_ANNEAL, "anneal_check_every": 2, "anneal_check_from": 2,
-        "anneal_give_up": 6, "anneal_steps": 4})
-    monkeypatch.setattr(sicref.grow, "REDRAW_STEPS", 10)
-    monkeypatch.setattr(sicref.grow, "RESCALE_STEPS", 2)
+    short_redraw(monkeypatch)
     monkeypatch.setattr(sicref.grow, "GROW_CHECKPOINT_EVERY", 1)
     try_cfg = replace(preset("tiny"), train={"seed": 1005, "steps": 4})
     train(try_cfg, str(tmp_path / "try"), log=lambda line: None)
@@ -155,6 +162,7 @@ def test_redraw_try_redraws_rescales_evaluates_and_grows_as_the_main_job(tmp_pat
                   init_from=str(out / "redrawn/checkpoints/step_4.npz"),
                   log=lambda line: None)
     assert all((again[k] == rescaled["params"][k]).all() for k in again)
+    assert "rescaled: gate reading 50% -> 50%" in lines
     summary = json.loads((out / "evaluation/summary.json").read_text())
     assert summary["checkpoint"].startswith(str(out / "rescaled"))
     assert (summary["walk"]["n_walks"], summary["walk"]["n_steps"]) == (800, 100)
@@ -164,3 +172,23 @@ def test_redraw_try_redraws_rescales_evaluates_and_grows_as_the_main_job(tmp_pat
     assert grown["step"] == 2 and grown["config"].train.seed == 5
     assert grown["config"].data.seq_len == 3 * rescaled["config"].data.seq_len // 2
     assert any(ln.startswith("grow: ") and "trained to step 2" in ln for ln in lines)
+
+
+def test_redraw_try_stops_where_the_rescale_loses_the_lattice(tmp_path, monkeypatch):
+    import sicref.evaluate
+    from sicref.config import replace
+
+    # the redrawn try reads 50 % at every reading, its rescale 30 % (below)
+    monkeypatch.setattr(sicref.evaluate, "grid_check", lambda params, cfg, **k: (0.5, 0.1))
+    short_redraw(monkeypatch)
+    train(replace(preset("tiny"), train={"seed": 7, "steps": 4}), str(tmp_path / "try"),
+          log=lambda line: None)
+    lines = []
+    ex = _example("redraw_try")
+    monkeypatch.setattr(ex, "rescale_readings", lambda run_dir, rescaled: (0.5, 0.3))
+    assert ex.main([str(tmp_path / "try"), "--seed", "1", "--out", str(tmp_path / "out"),
+                    "--grow-steps", "2"], log=lines.append) == 0
+    assert "rescaled: gate reading 50% -> 30%" in lines
+    assert lines[-1] == "the rescale lost the lattice; not evaluated"
+    assert not (tmp_path / "out/evaluation").exists()
+    assert not (tmp_path / "out/grow").exists()

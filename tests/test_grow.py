@@ -465,3 +465,30 @@ def test_an_interrupted_rescale_continues_to_the_same_result(tmp_path, monkeypat
                   init_from=str(redrawn / "checkpoints/step_2.npz"), log=lambda line: None)
     assert all((again[k] == whole["params"][k]).all() for k in again)
     assert any((start[k] != whole["params"][k]).any() for k in start)
+
+
+def test_rescale_readings_are_the_confirming_one_and_the_gates_reading_of_the_rescale(
+        tmp_path, monkeypatch):
+    import sicref.evaluate
+    from sicref.grow import rescale_readings
+
+    cfg = replace(preset("tiny"), optim={"anneal_lr": 1e-3, "anneal_confirm": 2,
+                                         "anneal_walks": 7, "anneal_walk_steps": 9},
+                  train={"steps": 4, "checkpoint_every": 2})
+    redrawn = tmp_path / "redrawn"
+    train(cfg, str(redrawn), log=lambda line: None)
+    (redrawn / "gridness.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 2, "grid_fraction": 0.2, "switch": True, "confirmed": False},
+        {"step": 4, "grid_fraction": 0.42, "switch": False, "confirmed": True}]))
+    other = train(replace(cfg, train={"seed": 9}), str(tmp_path / "other"),
+                  log=lambda line: None)
+    seen = {}
+
+    def fake(params, c, **k):
+        seen.update(params=params, cfg=c, **k)
+        return 0.3, 0.1
+
+    monkeypatch.setattr(sicref.evaluate, "grid_check", fake)
+    assert rescale_readings(str(redrawn), str(tmp_path / "other")) == (0.42, 0.3)
+    assert (seen["n_walks"], seen["n_steps"]) == (7, 9) and seen["cfg"] == cfg
+    assert all((seen["params"][k] == other[k]).all() for k in other)

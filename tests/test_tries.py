@@ -329,7 +329,7 @@ def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, ga
     where = str(out / "tries/try0_seed0_redrawn")
     # the redrawn lattice (T = 8) is rescaled from its confirmed checkpoint (switch at
     # 5, confirmed at 10) at the T a try's lattice grows at (1.5 x 6), with the try's seed
-    rescaled = load_checkpoint(str(out / "rescaled"))
+    rescaled = load_checkpoint(where + "_rescaled")
     assert rescaled["step"] == 2 and rescaled["config"].data.seq_len == 9
     assert rescaled["config"].optim.lr == sicref.grow.GROW_LR
     assert rescaled["config"].optim.anneal_lr == 0 and rescaled["config"].train.seed == 0
@@ -343,15 +343,16 @@ def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, ga
     assert any(ln.startswith("grow: ") and "trained to step 2 at T = 13;" in ln
                for ln in lines)
     summary = json.loads((out / "evaluation/summary.json").read_text())
-    assert f"evaluating try 0 redrawn, rescaled ({out / 'rescaled'})" in lines
+    assert f"evaluating try 0 redrawn, rescaled ({where}_rescaled)" in lines
     assert "evaluated: try 0 redrawn (the first to catch a lattice)" in lines
     # the gate line reads the redrawn try's gate (its lr after the switch)
     assert any(ln.startswith("annealing: the gate opened at step 5") and "lr 0.0003" in ln
                for ln in lines)
-    assert any(ln.startswith("rescaled: the redrawn lattice trained 2 more steps at T = 9")
-               for ln in lines)
+    assert any(ln.startswith("rescaled: try 0 redrawn's lattice trained 2 more steps at "
+                             "T = 9") and "gate reading 50% -> 50%; evaluated with 800 "
+               in ln for ln in lines)
     assert summary["step"] == 2
-    assert summary["checkpoint"].startswith(str(out / "rescaled"))
+    assert summary["checkpoint"].startswith(where + "_rescaled")
     # evaluated as the stage's networks are: 800 walks of 100 steps
     assert (summary["walk"]["n_walks"], summary["walk"]["n_steps"]) == (800, 100)
     assert summary["request"]["modules"]["max_period_mismatch"] == 0.2
@@ -359,7 +360,7 @@ def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, ga
     lines2 = []
     sicref.run.main_job("gated", str(out), tries=tries, log=lines2.append, redraw=True,
                         grow_steps=2)
-    assert f"rescale: {out / 'rescaled'} is done" in lines2
+    assert f"rescale: {where}_rescaled is done" in lines2
     assert (out / "evaluation/tries.png").exists()
 
 
@@ -373,3 +374,41 @@ def test_tries_legend_puts_a_redrawn_try_on_its_try_line():
     assert tries_legend(rows) == ["try 0 (seed 5): gave up; redrawn: caught",
                                   "try 1 (seed 1005): gave up",
                                   "try 2 (seed 2005): stopped"]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_lattice_the_rescale_loses_sends_the_main_job_to_the_next_try(tmp_path,
+                                                                       gate_by_seed,
+                                                                       monkeypatch, jobs):
+    import sicref.grow
+    import sicref.run
+
+    gate_by_seed.catch = {("r", 0), ("r", 1000)}  # both redrawn tries catch
+    cfg = gated(0.3, anneal_confirm=1, anneal_give_up=10)
+    monkeypatch.setattr(sicref.run, "preset", lambda name: cfg)
+    monkeypatch.setattr(sicref.run, "redraw_config", tiny_redraw)
+    real = sicref.run.run_tries
+    monkeypatch.setattr(sicref.run, "run_tries", lambda *a, **k: real(
+        *a, **{**k, "launch": launch_in_process, "poll": 0.01}))
+    monkeypatch.setattr(sicref.grow, "RESCALE_STEPS", 2)
+    out = tmp_path / "main"
+    first = str(out / "tries/try0_seed0_redrawn")
+    # try 0's rescaled lattice reads 35 %, more than 10 points under its 50 %
+    readings = sicref.grow.rescale_readings
+    monkeypatch.setattr(sicref.run, "rescale_readings", lambda run_dir, rescaled: (
+        (0.5, 0.35) if run_dir == first else readings(run_dir, rescaled)))
+    lines = []
+    sicref.run.main_job("gated", str(out), tries=2, jobs=jobs, log=lines.append,
+                        redraw=True)
+    layout = json.loads((out / "tries.json").read_text())
+    assert [(r["try"], r["redrawn"], r["status"]) for r in layout["tries"]] == [
+        (0, False, "gave up"), (0, True, "lost"), (1, False, "gave up"),
+        (1, True, "caught")]
+    assert layout["chosen"] == 3
+    assert any(ln.startswith(f"rescaled: try 0 redrawn's lattice trained 2 more steps")
+               and ln.endswith("gate reading 50% -> 35%: lost") for ln in lines)
+    assert "evaluated: try 1 redrawn (the first to catch a lattice)" in lines
+    summary = json.loads((out / "evaluation/summary.json").read_text())
+    assert summary["checkpoint"].startswith(str(out / "tries/try1_seed1000_redrawn_rescaled"))
+    # the rule itself: at most 10 points below the confirming reading
+    assert sicref.grow.rescale_held(0.5, 0.4) and not sicref.grow.rescale_held(0.5, 0.39)
