@@ -290,9 +290,10 @@ REDRAW_ANNEAL = {"lr": GROW_LR, "anneal_lr": GROW_LR / 10, "anneal_check_every":
 # the longest redrawn run: a switch at the give-up step, then anneal_steps more
 REDRAW_STEPS = REDRAW_ANNEAL["anneal_give_up"] + REDRAW_ANNEAL["anneal_steps"]
 RESCALE_STEPS = 1000
-# A rescale can lose the lattice: on 2 of 8 T = 45 lattices it became a square (33 % ->
-# 4 % grid units) or a sheared one (56 % -> 30 %), where the other six read as many grid
-# units as the confirmed lattice or more (41-97 % -> 78-98 %). The main job counts a
+# A rescale can lose the lattice: on 3 of 10 T = 45 lattices it became a square one (33 %
+# -> 4 % grid units), a sheared one (56 % -> 30 %) or a weak one (34 % -> 12 %), where the
+# other seven read as many grid units as the confirmed lattice or more (41-97 % -> 78-98
+# %; docs/experiments.md, "The sequence in the main job"). The main job counts a
 # rescaled lattice whose gate reading falls more than RESCALE_TOLERANCE below the
 # confirming reading as lost and goes on to the next try (rescale_held).
 RESCALE_TOLERANCE = 0.1
