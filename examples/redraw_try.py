@@ -24,9 +24,9 @@ import sys
 
 from sicref.checkpoint import load_checkpoint, resolve_checkpoint
 from sicref.evaluate import evaluate_run, headline
-from sicref.grow import (GROW_MODULES, GROW_WALK, redraw_config, rescale, rescale_held,
-                         rescale_readings, write_redraw_start)
-from sicref.run import MAIN_ARENAS, MAIN_BIN_SIZE, gate_lines, grow_stage
+from sicref.grow import GROW_WALK, redraw_config, rescale_held, write_redraw_start
+from sicref.run import (MAIN_ARENAS, MAIN_BIN_SIZE, RESCALED_EVALUATION, gate_lines,
+                        grow_stage, rescale_redrawn)
 from sicref.train import train
 from sicref.tries import try_status
 
@@ -61,8 +61,8 @@ def main(argv=None, log=None):
         for line in lines:
             log(line)
         return 0
-    run_dir = rescale(redrawn, try_cfg, os.path.join(a.out, "rescaled"), log=log)
-    before, after = rescale_readings(redrawn, run_dir)
+    run_dir, before, after, _ = rescale_redrawn(
+        redrawn, try_cfg, os.path.join(a.out, "rescaled"), "the redrawn try", log)
     lines.append(f"rescaled: gate reading {before:.0%} -> {after:.0%}")
     if not rescale_held(before, after):
         # the main job counts it as lost and goes on to its next try
@@ -71,7 +71,7 @@ def main(argv=None, log=None):
         return 0
     summary = evaluate_run(run_dir, os.path.join(a.out, "evaluation"), MAIN_ARENAS,
                            seed=a.seed, overwrite=True, log=log, bin_size=MAIN_BIN_SIZE,
-                           walk=GROW_WALK, modules=GROW_MODULES, reuse=True)
+                           reuse=True, **RESCALED_EVALUATION)
     lines += [f"rescaled ({run_dir}), evaluated with {GROW_WALK.n_walks} walks of "
               f"{GROW_WALK.n_steps} steps:"] + headline(summary)
     if a.grow_steps:

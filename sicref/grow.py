@@ -316,21 +316,32 @@ def rescale_config(cfg):
     return grow_config(cfg, RESCALE_STEPS, cfg.train.seed)
 
 
-def rescale_source(run_dir, cfg):
-    """The checkpoint of a redrawn try that the rescale starts from: the one of the
-    reading that confirmed its lattice (the switch's, when cfg.optim.anneal_confirm is
-    0). Raises TrainingError when the run has no such reading or checkpoint."""
+def confirming_reading(run_dir, cfg):
+    """The gate reading (a row of run_dir/gridness.jsonl) that confirmed the redrawn
+    try's lattice (the switch's, when cfg.optim.anneal_confirm is 0). Raises
+    TrainingError when there is none."""
     from .checkpoint import read_jsonl
     from .train import TrainingError
 
     need = "confirmed" if cfg.optim.anneal_confirm else "switch"
     readings = read_jsonl(os.path.join(run_dir, "gridness.jsonl"), partial_ok=True)
-    step = next((r["step"] for r in readings if r.get(need)), None)
-    if step is None:
+    found = next((r for r in readings if r.get(need)), None)
+    if found is None:
         raise TrainingError(f"{run_dir}: no gate reading {need} a lattice, so there is "
                             f"nothing to rescale")
+    return found
+
+
+def rescale_source(run_dir, cfg):
+    """The checkpoint of a redrawn try that the rescale starts from: the one of its
+    confirming_reading. Raises TrainingError when the run has no such reading or
+    checkpoint."""
+    from .train import TrainingError
+
+    step = confirming_reading(run_dir, cfg)["step"]
     path = os.path.join(run_dir, "checkpoints", f"step_{step}.npz")
     if not os.path.exists(path):
+        need = "confirmed" if cfg.optim.anneal_confirm else "switch"
         raise TrainingError(f"{run_dir}: the lattice was {need} at step {step}, but "
                             f"{path} is missing (the redrawn try writes a checkpoint at "
                             f"every reading)")
@@ -341,15 +352,11 @@ def rescale_readings(run_dir, rescaled):
     """The gate's reading of the redrawn try in run_dir that confirmed its lattice, and
     the same reading (sicref.evaluate.grid_check: the gate's walks and seed) of the
     rescaled network in `rescaled` (a run directory or checkpoint), as grid fractions."""
-    from .checkpoint import read_jsonl
     from .config import load_config
     from .evaluate import grid_check
 
     cfg = load_config(os.path.join(run_dir, "config.json"))
-    source = rescale_source(run_dir, cfg)
-    step = load_checkpoint(source)["step"]
-    before = next(r["grid_fraction"] for r in read_jsonl(
-        os.path.join(run_dir, "gridness.jsonl"), partial_ok=True) if r["step"] == step)
+    before = confirming_reading(run_dir, cfg)["grid_fraction"]
     params = load_checkpoint(resolve_checkpoint(rescaled))["params"]
     after, _ = grid_check(params, cfg, n_walks=cfg.optim.anneal_walks,
                           n_steps=cfg.optim.anneal_walk_steps)

@@ -94,14 +94,8 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
         chosen_cfg = redrawn(try_cfg) if row.get("redrawn") else cfg
         if not (row.get("redrawn") and row["status"] == "caught"):
             break
-        # a redrawn try's lattice is coarse at its T; RESCALE_STEPS at the T a caught
-        # try's lattice grows at bring it to that lattice's period (sicref.grow)
-        run_dir = rescale(gate_dir, try_cfg, gate_dir + "_rescaled", log=log)
-        before, after = rescale_readings(gate_dir, run_dir)
-        r = rescale_config(try_cfg)
-        what = (f"{try_name(row)}'s lattice trained {r.train.steps} more steps at T = "
-                f"{r.data.seq_len}, lr {r.optim.lr:g} ({run_dir}); gate reading "
-                f"{before:.0%} -> {after:.0%}")
+        run_dir, before, after, what = rescale_redrawn(
+            gate_dir, try_cfg, gate_dir + "_rescaled", try_name(row), log)
         if rescale_held(before, after):
             log(f"rescaled: {what}")
             rescaled.append(f"rescaled: {what}; evaluated with {GROW_WALK.n_walks} walks "
@@ -113,11 +107,7 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
         rescaled.append(f"rescaled: {what}: lost")
         lost.add((row["try"], True))
     is_rescaled = run_dir != gate_dir
-    # A rescaled lattice is evaluated as the stage's networks are (GROW_WALK,
-    # GROW_MODULES): over the main evaluation's 400-step walks it drifts, and one that
-    # read 97 % grid units over 100-step walks read 8 % (docs/experiments.md, "The
-    # sequence in the main job"); the stage keeps the units this evaluation ranks best.
-    walks = (dict(walk=GROW_WALK, modules=GROW_MODULES) if is_rescaled else {})
+    walks = RESCALED_EVALUATION if is_rescaled else {}
     readings = (dict(walk=WalkConfig(GROW_WALK.n_walks // 2, GROW_WALK.n_steps),
                      modules=GROW_MODULES) if is_rescaled else {})
     eval_dir = os.path.join(out, "evaluation")
@@ -155,6 +145,28 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     log(f"main job: {_minutes(time.monotonic() - t0)} (this call); figures and "
         f"summary.json in {eval_dir}")
     return summary
+
+
+# A rescaled lattice is evaluated as the stage's networks are (GROW_WALK, GROW_MODULES):
+# over the main evaluation's 400-step walks it drifts, and one that read 97 % grid units
+# over 100-step walks read 8 % (docs/experiments.md, "The sequence in the main job");
+# the stage keeps the units this evaluation ranks best.
+RESCALED_EVALUATION = {"walk": GROW_WALK, "modules": GROW_MODULES}
+
+
+def rescale_redrawn(gate_dir, try_cfg, out, name, log):
+    """Rescale the lattice of the redrawn try in gate_dir into out (sicref.grow.rescale):
+    a redrawn try's lattice is coarse at its T, and RESCALE_STEPS at the T a caught
+    try's lattice grows at bring it to that lattice's period. Returns (out, the
+    confirming gate reading, the rescaled one (sicref.grow.rescale_readings), a line
+    saying what was done and read)."""
+    run_dir = rescale(gate_dir, try_cfg, out, log=log)
+    before, after = rescale_readings(gate_dir, run_dir)
+    r = rescale_config(try_cfg)
+    what = (f"{name}'s lattice trained {r.train.steps} more steps at T = "
+            f"{r.data.seq_len}, lr {r.optim.lr:g} ({run_dir}); gate reading "
+            f"{before:.0%} -> {after:.0%}")
+    return run_dir, before, after, what
 
 
 def modules_2m(summary):

@@ -185,7 +185,8 @@ def test_redraw_try_stops_where_the_rescale_loses_the_lattice(tmp_path, monkeypa
           log=lambda line: None)
     lines = []
     ex = _example("redraw_try")
-    monkeypatch.setattr(ex, "rescale_readings", lambda run_dir, rescaled: (0.5, 0.3))
+    import sicref.run
+    monkeypatch.setattr(sicref.run, "rescale_readings", lambda run_dir, rescaled: (0.5, 0.3))
     assert ex.main([str(tmp_path / "try"), "--seed", "1", "--out", str(tmp_path / "out"),
                     "--grow-steps", "2"], log=lines.append) == 0
     assert "rescaled: gate reading 50% -> 30%" in lines
