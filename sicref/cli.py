@@ -116,11 +116,11 @@ def build_parser():
     # above), so they are imported here rather than at the top.
     from .crosscheck import add_interchange_commands
     from .evaluate import add_evaluate_commands
-    from .run import add_run_commands
+    from .run import add_grow_commands, add_run_commands
     from .sweep import add_sweep_commands
 
     for register in (add_interchange_commands, add_evaluate_commands, add_run_commands,
-                     add_sweep_commands):
+                     add_grow_commands, add_sweep_commands):
         register(sub)
     # `sicref COMMAND --help` opens with the line the command list shows for it.
     for action in sub._choices_actions:

@@ -171,8 +171,9 @@ def grow_config(cfg, steps, seed):
 def stage_layout(source, summary, out, seed, keep=None):
     """The stage's layout (the source checkpoint, its step, the seed and the units to
     free, units_to_free) and the loaded source state. Raises TrainingError when out
-    already holds a stage grown from another checkpoint, seed or other units, or an
-    unreadable out/freed.json. Returns (checkpoint path, state, layout)."""
+    already holds a stage grown from another checkpoint, seed or other units, an
+    unreadable out/freed.json, or anything but a stage (no freed.json). Returns
+    (checkpoint path, state, layout)."""
     from .train import TrainingError
 
     path = resolve_checkpoint(source)
@@ -182,6 +183,10 @@ def stage_layout(source, summary, out, seed, keep=None):
     layout = {"source": os.path.abspath(path), "source_step": state["step"],
               "seed": seed, "freed": [int(u) for u in units]}
     layout_path = os.path.join(out, LAYOUT_FILE)
+    if (not os.path.exists(layout_path) and os.path.isdir(out)
+            and set(os.listdir(out)) - {"evaluation"}):
+        raise TrainingError(f"refusing to grow into {out}: it is not empty and holds no "
+                            f"{LAYOUT_FILE}, so it is not a stage's directory")
     if os.path.exists(layout_path):
         try:
             with open(layout_path) as f:
@@ -232,8 +237,8 @@ def grow(source, summary, out, steps, seed, log=print, keep=None, last_step=None
         f"steps at T = {cfg.data.seq_len}, lr {GROW_LR:g} -> {run_dir}")
     start = os.path.join(out, "start.npz")
     params = free_units(state["params"], units, np.random.default_rng(seed))
-    save_start_checkpoint(start, params, cfg, seed)
     atomic_write_text(os.path.join(out, LAYOUT_FILE), json.dumps(layout, indent=1))
+    save_start_checkpoint(start, params, cfg, seed)
     train(cfg, run_dir, init_from=start, overwrite=True, log=log,
           last_step=last_step)
     return run_dir, layout

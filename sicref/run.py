@@ -178,44 +178,50 @@ def _minutes(seconds):
     return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
-def grow_stage(row, summary, out, steps, seed, log, until_two=False):
-    """sicref.grow on the chosen try, then the 2 m readings of every checkpoint of the
-    grown network and the evaluation (GROW_WALK, GROW_MODULES, the main arenas) of the
-    one with the most modules, or the last where none has two
-    (sicref.grow.pick_checkpoint). until_two: read each checkpoint as it is written and
-    stop once GROW_CONFIRM readings in a row have two modules (grow_until_two); the
-    pick is then among the readings up to there. Returns (evaluation dir, summary,
-    headline lines), or None when no try caught a lattice (nothing to grow beside)."""
-    if row["status"] != "caught":
-        log("grow: skipped, no try caught a lattice")
-        return None
-    grow_out = os.path.join(out, "grow")
-    eval_dir = os.path.join(grow_out, "evaluation")
+def train_stage(source, summary, out, steps, seed, log, until_two=False,
+                reading_seed=None):
+    """The stage's training and its 2 m readings (GROW_MODULES, half the evaluation's
+    walks), saved as out/evaluation/over_training.json after each. source: the lattice's
+    checkpoint or run directory; summary: its evaluation (a dict or a summary.json);
+    seed: the freeing and data seed; reading_seed: the readings' walks (default seed).
+    until_two: read each checkpoint as it is written and stop once GROW_CONFIRM readings
+    in a row have two modules (sicref.grow.grow_until_two); else train `steps` steps
+    and read every checkpoint. Returns (run directory, layout, readings, stopped
+    early?)."""
+    reading_seed = seed if reading_seed is None else reading_seed
+    eval_dir = os.path.join(out, "evaluation")
     reading_walk = WalkConfig(GROW_WALK.n_walks // 2, GROW_WALK.n_steps)
-    about = (f"2 m arena, {reading_walk.n_walks} walks of {reading_walk.n_steps} steps")
-    stop = ""
+    about = f"2 m arena, {reading_walk.n_walks} walks of {reading_walk.n_steps} steps"
     if until_two:
         readings, earlier = [], earlier_readings(eval_dir, log)
 
         def read(path):
-            readings.append(checkpoint_reading(path, 2.0, seed=seed, walk=reading_walk,
-                                               modules=GROW_MODULES, earlier=earlier))
+            readings.append(checkpoint_reading(path, 2.0, seed=reading_seed,
+                                               walk=reading_walk, modules=GROW_MODULES,
+                                               earlier=earlier))
             log(f"grow reading ({about}): {reading_line(readings[-1], earlier)}")
             os.makedirs(eval_dir, exist_ok=True)
             save_over_training(readings, eval_dir, 2.0)
             return readings[-1]
 
-        run_dir, layout, rows, early = grow_until_two(row["run_dir"], summary, grow_out,
-                                                      steps, seed, read, log=log)
-        if early:
-            stop = (f"stopped at step {rows[-1]['step']} of at most {steps}, "
-                    f"{grow_module.GROW_CONFIRM} readings in a row with two modules; ")
-    else:
-        run_dir, layout = grow(row["run_dir"], summary, grow_out, steps, seed, log=log)
-        os.makedirs(eval_dir, exist_ok=True)
-        log(f"gridness of every checkpoint of the grown network ({about}):")
-        rows = write_over_training(run_dir, eval_dir, 2.0, seed=seed, log=log,
-                                   modules=GROW_MODULES, walk=reading_walk, reuse=True)
+        return grow_until_two(source, summary, out, steps, seed, read, log=log)
+    run_dir, layout = grow(source, summary, out, steps, seed, log=log)
+    os.makedirs(eval_dir, exist_ok=True)
+    log(f"gridness of every checkpoint of the grown network ({about}):")
+    rows = write_over_training(run_dir, eval_dir, 2.0, seed=reading_seed, log=log,
+                               modules=GROW_MODULES, walk=reading_walk, reuse=True)
+    return run_dir, layout, rows, False
+
+
+def evaluate_stage(run_dir, layout, rows, early, steps, seed, log):
+    """Evaluate the stage checkpoint that sicref.grow.pick_checkpoint picks from the
+    readings (GROW_WALK, GROW_MODULES, the main arenas, walks from `seed`) into the
+    evaluation directory beside run_dir. Returns (evaluation dir, summary, headline
+    lines)."""
+    eval_dir = os.path.join(os.path.dirname(run_dir), "evaluation")
+    stop = (f"stopped at step {rows[-1]['step']} of at most {steps}, "
+            f"{grow_module.GROW_CONFIRM} readings in a row with two modules; "
+            if early else "")
     step, last = pick_checkpoint(rows), rows[-1]
     why = ("most modules" if max(len(r["modules"]["sizes"]) for r in rows) >= 2
            else "the last; no reading has two modules")
@@ -233,6 +239,19 @@ def grow_stage(row, summary, out, steps, seed, log, until_two=False):
              f"{last['grid_fraction']:.0%} grid units, module periods m: {periods}; step {step} ({why}) "
              f"evaluated with {walk}:"] + headline(grown)
     return eval_dir, grown, lines
+
+
+def grow_stage(row, summary, out, steps, seed, log, until_two=False):
+    """sicref.grow on the chosen try in out/grow, in this process: train_stage (freeing,
+    data and readings from `seed`), then evaluate_stage. Returns (evaluation dir,
+    summary, headline lines), or None when no try caught a lattice (nothing to grow
+    beside)."""
+    if row["status"] != "caught":
+        log("grow: skipped, no try caught a lattice")
+        return None
+    trained = train_stage(row["run_dir"], summary, os.path.join(out, "grow"), steps,
+                          seed, log, until_two=until_two)
+    return evaluate_stage(*trained, steps, seed, log)
 
 
 def tries_lines(rows, chosen):
@@ -325,6 +344,51 @@ def add_run_commands(sub):
     # sicref.cli.main re-executes the command with TRY_THREADS BLAS threads unless the
     # environment already sets them (reexec_for_threads)
     p.set_defaults(func=_cmd_run, process_threads=TRY_THREADS)
+
+
+def add_grow_commands(sub):
+    from .cli import add_threads_arg
+
+    p = sub.add_parser("grow", help="the main job's stage on one lattice: free all but "
+                       "the best half of its module, train on at a longer T",
+                       description="Free every unit of a caught lattice but the best half "
+                       f"of its 2 m module (at least {GROW_KEEP_MIN} units), train at 1.5 "
+                       "times its T (sicref.grow) into OUT/run, read every 1000-step "
+                       "checkpoint in 2 m (OUT/evaluation/over_training.json) and evaluate "
+                       "the one with the most modules in 2, 3 and 4 m. What `sicref run "
+                       "--grow-steps N` does after its tries; calling it again continues.")
+    p.add_argument("source", metavar="RUN_DIR|CKPT", help="the lattice")
+    p.add_argument("--summary", required=True, metavar="SUMMARY.json",
+                   help="the lattice's evaluation (sicref evaluate or sicref run); its 2 m "
+                        "modules and score60 choose the units kept")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--steps", type=int, required=True, metavar="N",
+                   help="the stage's steps (at most, with --until-two)")
+    p.add_argument("--seed", type=int, required=True,
+                   help="draws the freed units' new connections and the training data")
+    p.add_argument("--reading-seed", type=int, metavar="S",
+                   help="draws the readings' and the evaluation's walks (default --seed)")
+    p.add_argument("--until-two", action="store_true",
+                   help="stop once two readings in a row have two modules")
+    p.add_argument("--no-evaluate", action="store_true",
+                   help="train and read only (the main job evaluates the stage it keeps)")
+    add_threads_arg(p)
+    p.set_defaults(func=_cmd_grow)
+
+
+def _cmd_grow(args):
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    log = lambda line: print(line, flush=True)
+    reading_seed = args.seed if args.reading_seed is None else args.reading_seed
+    trained = train_stage(args.source, args.summary, args.out, args.steps, args.seed,
+                          log, until_two=args.until_two, reading_seed=reading_seed)
+    if not args.no_evaluate:
+        eval_dir, _, lines = evaluate_stage(*trained, args.steps, reading_seed, log)
+        for line in lines:
+            log(line)
+        log(f"figures and summary.json in {eval_dir}")
+    return 0
 
 
 def _cmd_run(args):

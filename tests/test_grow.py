@@ -492,3 +492,55 @@ def test_rescale_readings_are_the_confirming_one_and_the_gates_reading_of_the_re
     assert rescale_readings(str(redrawn), str(tmp_path / "other")) == (0.42, 0.3)
     assert (seen["n_walks"], seen["n_steps"]) == (7, 9) and seen["cfg"] == cfg
     assert all((seen["params"][k] == other[k]).all() for k in other)
+
+
+def test_a_directory_that_is_not_a_stage_is_refused_before_any_training(source, tmp_path):
+    other = tmp_path / "other"
+    (other / "run").mkdir(parents=True)
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(TrainingError, match="not empty and holds no freed.json"):
+        grow(str(source), summary_for(10), str(other), 4, seed=1, log=QUIET)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt", "run"]
+    assert not any((other / "run").iterdir())
+
+
+def test_the_grow_command_is_the_stage_and_its_readings(source, tmp_path, monkeypatch,
+                                                        capsys):
+    from sicref.cli import main
+
+    monkeypatch.setattr(sicref.grow, "GROW_CHECKPOINT_EVERY", 2)
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps(summary_for(10)))
+    out = tmp_path / "cmd"
+    assert main(["grow", str(source), "--summary", str(summary), "--out", str(out),
+                 "--steps", "4", "--seed", "3", "--reading-seed", "5",
+                 "--no-evaluate"]) == 0
+    whole, _ = grow(str(source), summary_for(10), str(tmp_path / "lib"), 4, 3, log=QUIET)
+    a = load_checkpoint(whole)["params"]
+    b = load_checkpoint(str(out / "run"))["params"]
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    over = json.loads((out / "evaluation/over_training.json").read_text())
+    assert [r["step"] for r in over] == [2, 4]
+    assert not (out / "evaluation/summary.json").exists()
+    # called again without --no-evaluate: nothing retrained, the picked step evaluated
+    capsys.readouterr()
+    assert main(["grow", str(source), "--summary", str(summary), "--out", str(out),
+                 "--steps", "4", "--seed", "3", "--reading-seed", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "training to step" not in printed and "(read before)" in printed
+    evaluated = json.loads((out / "evaluation/summary.json").read_text())
+    assert evaluated["step"] == pick_checkpoint(over) and evaluated["seed"] == 5
+    assert set(evaluated["arenas"]) == {"2m", "3m", "4m"}
+    assert printed.rstrip().endswith(f"figures and summary.json in {out / 'evaluation'}")
+    # the readings draw their walks from --reading-seed, not the stage's seed
+    reread = sicref.evaluate.checkpoint_reading(
+        str(out / "run/checkpoints/step_4.npz"), 2.0, seed=5, walk=sicref.evaluate.
+        WalkConfig(400, 100), modules=sicref.grow.GROW_MODULES)
+    assert reread["request"] == over[-1]["request"]
+    # bad settings and a directory that is not a stage: a named error, exit code 2
+    assert main(["grow", str(source), "--summary", str(summary), "--out",
+                 str(tmp_path / "x"), "--steps", "0", "--seed", "3"]) == 2
+    assert "--steps must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["grow", str(source), "--summary", str(summary), "--out",
+                 str(tmp_path / "lib" / "run"), "--steps", "4", "--seed", "3"]) == 2
+    assert "holds no freed.json" in capsys.readouterr().err
