@@ -36,6 +36,8 @@ GROW_CONFIRM = 2
 # have as many samples as the main evaluation's 200 x 400; grid units whose SAC and
 # spectral periods disagree by more than 20 % are not clustered (SPEC §7.5).
 GROW_WALK = WalkConfig(n_walks=800, n_steps=100)
+# The stage's checkpoint readings: half as many of the same walks.
+GROW_READING_WALK = WalkConfig(n_walks=GROW_WALK.n_walks // 2, n_steps=GROW_WALK.n_steps)
 GROW_MODULES = ModuleRule(max_period_mismatch=0.2)
 # How many module units keep their connections: half of the caught 2 m module (its
 # units with the highest 2 m score60), but at least GROW_KEEP_MIN; every other unit is

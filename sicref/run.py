@@ -7,9 +7,10 @@ import time
 from .checkpoint import read_jsonl
 from .config import DEFAULT_PRESET, load_config, preset, replace
 from . import grow as grow_module
-from .evaluate import (WalkConfig, checkpoint_reading, earlier_readings, evaluate_run,
+from .evaluate import (checkpoint_reading, earlier_readings, evaluate_run,
                        headline, reading_line, save_over_training, write_over_training)
-from .grow import (GROW_KEEP_MIN, GROW_LR, GROW_MODULES, GROW_SEQ_LEN, GROW_WALK, grow,
+from .grow import (GROW_KEEP_MIN, GROW_LR, GROW_MODULES, GROW_READING_WALK,
+                   GROW_SEQ_LEN, GROW_WALK, grow,
                    grow_until_two, pick_checkpoint, redraw_config, rescale,
                    rescale_config, rescale_held, rescale_readings, stage_seq_len)
 from .plots import tries_plot
@@ -108,8 +109,8 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
         lost.add((row["try"], True))
     is_rescaled = run_dir != gate_dir
     walks = RESCALED_EVALUATION if is_rescaled else {}
-    readings = (dict(walk=WalkConfig(GROW_WALK.n_walks // 2, GROW_WALK.n_steps),
-                     modules=GROW_MODULES) if is_rescaled else {})
+    readings = (dict(walk=GROW_READING_WALK, modules=GROW_MODULES) if is_rescaled
+                else {})
     eval_dir = os.path.join(out, "evaluation")
     log(f"evaluating {try_name(rows[chosen])}" + (", rescaled" if is_rescaled else "")
         + f" ({run_dir})")
@@ -190,7 +191,7 @@ def train_stage(source, summary, out, steps, seed, log, until_two=False,
     early?)."""
     reading_seed = seed if reading_seed is None else reading_seed
     eval_dir = os.path.join(out, "evaluation")
-    reading_walk = WalkConfig(GROW_WALK.n_walks // 2, GROW_WALK.n_steps)
+    reading_walk = GROW_READING_WALK
     about = f"2 m arena, {reading_walk.n_walks} walks of {reading_walk.n_steps} steps"
     if until_two:
         readings, earlier = [], earlier_readings(eval_dir, log)
