@@ -13,6 +13,7 @@ from .grow import (GROW_KEEP_MIN, GROW_LR, GROW_MODULES, GROW_READING_WALK,
                    GROW_SEQ_LEN, GROW_WALK, grow,
                    grow_until_two, pick_checkpoint, redraw_config, rescale,
                    rescale_config, rescale_held, rescale_readings, stage_seq_len)
+from .lanes import LANE_SEED_STRIDE, race_stage
 from .plots import tries_plot
 from .tries import TRY_SEED_STRIDE, TRY_THREADS, prepare_out, run_tries, try_name
 
@@ -40,7 +41,7 @@ MAIN_BIN_SIZE = 2.0 / 32  # 32 bins in the 2 m arena, the same bin size in 3 and
 
 def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, steps=None,
              overwrite=False, log=None, tries=DEFAULT_TRIES, jobs=DEFAULT_JOBS,
-             grow_steps=0, grow_until=False, redraw=False):
+             grow_steps=0, grow_until=False, redraw=False, grow_lanes=1):
     """Train the preset (several initialisations when it has the annealing gate, see
     sicref.tries), evaluate the chosen one, write figures. grow_steps > 0 adds the
     second stage of sicref.grow when a lattice was caught: every unit but the best half
@@ -48,6 +49,8 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     times the try's T, at least 30 (sicref.grow.stage_seq_len), evaluated in
     out/grow/evaluation; grow_until: stop the stage sooner, once
     GROW_CONFIRM 1000-step readings in a row have two modules (sicref.grow.grow_until_two).
+    grow_lanes > 1 (with grow_until): that many freeing seeds of the stage side by side,
+    `jobs` at a time, the first to hold two modules kept (sicref.lanes).
     redraw: a try that gives up is followed by its redrawn try (sicref.tries.run_tries,
     sicref.grow.redraw_config); a redrawn try's lattice is rescaled (sicref.grow.rescale,
     into its run directory + "_rescaled") before it is evaluated and grown, and where
@@ -69,6 +72,11 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     if grow_until and not grow_steps:
         raise ValueError("--grow-until-two needs --grow-steps N > 0 (the stage's most "
                          "steps)")
+    if grow_lanes < 1:
+        raise ValueError(f"--grow-lanes must be >= 1, got {grow_lanes}")
+    if grow_lanes > 1 and not grow_until:
+        raise ValueError("--grow-lanes K > 1 needs --grow-until-two (the lanes race to "
+                         "hold two modules first)")
     cfg = preset(preset_name)
     changes = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
     if changes:
@@ -128,7 +136,7 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
              + headline(summary))
     if grow_steps:
         grown = grow_stage(row, summary, out, grow_steps, cfg.train.seed, log,
-                           until_two=grow_until)
+                           until_two=grow_until, lanes=grow_lanes, jobs=jobs)
         if grown is not None:
             grown_dir, grown_summary, grow_lines = grown
             lines += grow_lines
@@ -242,16 +250,22 @@ def evaluate_stage(run_dir, layout, rows, early, steps, seed, log):
     return eval_dir, grown, lines
 
 
-def grow_stage(row, summary, out, steps, seed, log, until_two=False):
+def grow_stage(row, summary, out, steps, seed, log, until_two=False, lanes=1, jobs=1):
     """sicref.grow on the chosen try in out/grow, in this process: train_stage (freeing,
-    data and readings from `seed`), then evaluate_stage. Returns (evaluation dir,
-    summary, headline lines), or None when no try caught a lattice (nothing to grow
-    beside)."""
+    data and readings from `seed`), then evaluate_stage; lanes > 1: that many freeing
+    seeds raced in subprocesses, `jobs` at a time (sicref.lanes.race_stage, reading
+    `summary` from out/evaluation/summary.json), the winner evaluated. Returns
+    (evaluation dir, summary, headline lines), or None when no try caught a lattice
+    (nothing to grow beside)."""
     if row["status"] != "caught":
         log("grow: skipped, no try caught a lattice")
         return None
-    trained = train_stage(row["run_dir"], summary, os.path.join(out, "grow"), steps,
-                          seed, log, until_two=until_two)
+    if lanes > 1:
+        trained = race_stage(row["run_dir"], os.path.join(out, "evaluation", "summary.json"),
+                             out, steps, seed, lanes, jobs, log)
+    else:
+        trained = train_stage(row["run_dir"], summary, os.path.join(out, "grow"), steps,
+                              seed, log, until_two=until_two)
     return evaluate_stage(*trained, steps, seed, log)
 
 
@@ -334,6 +348,12 @@ def add_run_commands(sub):
                    "and stop the stage once two readings in a row have two modules "
                    "(--grow-steps N stays the most steps); the checkpoint is picked "
                    "among the readings up to there")
+    p.add_argument("--grow-lanes", type=int, default=1, metavar="K",
+                   help="with --grow-until-two: race K freeing seeds of the stage (seed + "
+                   f"{LANE_SEED_STRIDE} i, lane 0 the plain stage in DIR/grow, lane i in "
+                   "DIR/grow_lane{i}), --jobs at a time, and keep the first to hold two "
+                   "modules (lowest step, then lowest lane; the result does not depend "
+                   "on --jobs); default 1: the plain stage (sicref.lanes)")
     p.add_argument("--redraw", action="store_true",
                    help="follow each try that gives up by its redrawn try: every unit's "
                    "recurrent weights and start entry redrawn from the try's last "
@@ -398,5 +418,6 @@ def _cmd_run(args):
     with sigterm_exits():  # a stopped job stops its tries; a later call continues them
         main_job(args.preset, args.out, args.seed, args.steps, args.overwrite,
                  tries=args.tries, jobs=args.jobs, grow_steps=args.grow_steps,
-                 grow_until=args.grow_until_two, redraw=args.redraw)
+                 grow_until=args.grow_until_two, redraw=args.redraw,
+                 grow_lanes=args.grow_lanes)
     return 0
