@@ -57,6 +57,13 @@ def held_step(rows):
     return None
 
 
+def read_to_the_end(rows, steps):
+    """Whether a lane's readings say that its stage has finished: two modules held, or
+    the reading of its last step, `steps`, is in (so a continued job need not start it
+    again)."""
+    return held_step(rows) is not None or bool(rows) and rows[-1]["step"] >= steps
+
+
 def lanes_winner(lanes, every=None):
     """The winning lane, or None while it cannot be told yet. lanes: one (readings,
     ended) pair per lane, the readings in step order, ended: the lane's stage has
@@ -134,7 +141,8 @@ def race_stage(source, summary_path, out, steps, seed, lanes, jobs=2, log=print,
                     raise TrainingError(f"grow lane {i} ({dirs[i]}) failed with exit code "
                                         f"{proc.returncode}; its log is {dirs[i]}.log")
                 ended.add(i)
-            state = [(lane_readings(d), i in ended) for i, d in enumerate(dirs)]
+            state = [(rows, i in ended or read_to_the_end(rows, steps))
+                     for i, rows in enumerate(lane_readings(d) for d in dirs)]
             for i, (rows, _) in enumerate(state):
                 for r in rows[shown.get(i, 0):]:
                     log(f"grow lane {i} (seed {seeds[i]}): step {r['step']}: grid "

@@ -128,6 +128,21 @@ def test_a_lane_that_can_no_longer_win_is_stopped_and_not_started_again(tmp_path
     assert events == [] and again[0] == str(tmp_path / "grow" / "run")
 
 
+def test_a_continued_race_starts_no_lane_whose_readings_reached_the_end(tmp_path):
+    scripts = [readings(ONE, TWO, ONE), readings(ONE, ONE, ONE)]
+    events = []
+    first = race_stage("src", "summary.json", str(tmp_path), 3000, 7, 2, jobs=2,
+                       log=QUIET, poll=0, launch=scripted_launch(scripts, events))
+    assert first[0] == str(tmp_path / "grow" / "run")  # no hold: the most modules, lane 0
+    assert not first[3] and first[2] == scripts[0]
+    events.clear()
+    again = race_stage("src", "summary.json", str(tmp_path), 3000, 7, 2, jobs=2,
+                       log=QUIET, poll=0, launch=scripted_launch(scripts, events))
+    assert events == [] and again == first
+    record = json.loads((tmp_path / "grow_lanes.json").read_text())
+    assert [lane["ended"] for lane in record["lanes"]] == [True, True]
+
+
 def test_a_failed_lane_stops_the_race_with_its_log_named(tmp_path):
     class Failed:
         returncode = 3
