@@ -28,7 +28,7 @@ from .evaluate import earlier_readings
 from . import grow as grow_module
 from .grow import two_modules_held
 from .train import MALLOC_ENV, TrainingError, thread_env
-from .tries import TRY_THREADS, _last_progress_line
+from .tries import TRY_THREADS, _last_progress_line, stop_process
 
 LANE_SEED_STRIDE = 1000
 LAYOUT_FILE = "grow_lanes.json"
@@ -157,10 +157,7 @@ def race_stage(source, summary_path, out, steps, seed, lanes, jobs=2, log=print,
                             and not still_in_race(state[j], j, *min(held))}
                            if held else set())
             for i in sorted(out_of_race & set(running)):
-                proc, fh = running.pop(i)
-                proc.terminate()
-                proc.wait()
-                fh.close()
+                stop_process(*running.pop(i))
                 log(f"grow lane {i} stopped: it can no longer hold two modules first")
             for i in range(lanes):
                 if len(running) >= jobs:
@@ -178,9 +175,7 @@ def race_stage(source, summary_path, out, steps, seed, lanes, jobs=2, log=print,
             time.sleep(poll)
     finally:
         for proc, fh in running.values():
-            proc.terminate()
-            proc.wait()
-            fh.close()
+            stop_process(proc, fh)
     rows = state[winner][0]
     stop = held_step(rows)
     if stop is not None:

@@ -86,6 +86,13 @@ def _launch(cfg, run_dir, threads, init_from=None):
     return subprocess.Popen(cmd, stdout=log, stderr=log, env=env), log
 
 
+def stop_process(proc, fh):
+    """Stop a child process that trains, wait for it, close its log."""
+    proc.terminate()
+    proc.wait()
+    fh.close()
+
+
 def _progress(run_dir):
     rows = read_jsonl(os.path.join(run_dir, "metrics.jsonl"), partial_ok=True)
     return rows[-1] if rows else None
@@ -206,10 +213,7 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
                     caught.add(a)
             best = min(caught) if caught else None
             for a in [a for a in running if best is not None and a > best]:
-                proc, fh = running.pop(a)
-                proc.terminate()
-                proc.wait()
-                fh.close()
+                stop_process(*running.pop(a))
                 log(f"{names[a]} stopped: {names[best]} has caught a lattice")
             # the lowest runnable tries first: the outcome does not depend on timing
             for a in range(n if best is None else best + 1):
@@ -231,9 +235,7 @@ def run_tries(cfg, out, tries, jobs=2, log=print, poll=5.0, report_every=60.0,
             time.sleep(poll)
     finally:
         for proc, fh in running.values():
-            proc.terminate()
-            proc.wait()
-            fh.close()
+            stop_process(proc, fh)
     chosen = min(caught) if caught else None
     rows = []
     for a, (i, redrawn) in enumerate(order):
