@@ -19,7 +19,6 @@ reading before s. The outcome is then the same as every lane trained to its end.
 
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -27,8 +26,8 @@ from .checkpoint import atomic_write_text
 from .evaluate import earlier_readings
 from . import grow as grow_module
 from .grow import two_modules_held
-from .train import MALLOC_ENV, TrainingError, thread_env
-from .tries import TRY_THREADS, _last_progress_line, stop_process
+from .train import TrainingError, child_env
+from .tries import TRY_THREADS, _last_progress_line, start_process, stop_process
 
 LANE_SEED_STRIDE = 1000
 LAYOUT_FILE = "grow_lanes.json"
@@ -64,18 +63,32 @@ def read_to_the_end(rows, steps):
     return held_step(rows) is not None or bool(rows) and rows[-1]["step"] >= steps
 
 
+def leader(lanes):
+    """(s, w): lane w holds two modules at step s, the earliest so far (the lower lane
+    on a tie); None while no lane does. lanes as for lanes_winner."""
+    held = [(s, i) for i, s in enumerate(held_step(rows) for rows, _ in lanes)
+            if s is not None]
+    return min(held) if held else None
+
+
+def out_of_race(lanes, every=None):
+    """The lanes that can no longer win, beside the leader (none while there is none)."""
+    lead = leader(lanes)
+    if lead is None:
+        return set()
+    return {j for j in range(len(lanes))
+            if j != lead[1] and not still_in_race(lanes[j], j, *lead, every)}
+
+
 def lanes_winner(lanes, every=None):
     """The winning lane, or None while it cannot be told yet. lanes: one (readings,
     ended) pair per lane, the readings in step order, ended: the lane's stage has
     finished (held two modules, or trained all its steps). every: steps between
     readings (sicref.grow.GROW_CHECKPOINT_EVERY)."""
-    every = grow_module.GROW_CHECKPOINT_EVERY if every is None else every
-    held = [(s, i) for i, s in enumerate(held_step(rows) for rows, _ in lanes)
-            if s is not None]
-    if held:
-        s, w = min(held)
-        return w if all(not still_in_race(lanes[j], j, s, w, every)
-                        for j in range(len(lanes)) if j != w) else None
+    lead = leader(lanes)
+    if lead is not None:
+        others = set(range(len(lanes))) - {lead[1]}
+        return lead[1] if out_of_race(lanes, every) == others else None
     if not all(ended for _, ended in lanes):
         return None
     most = [max((len(r["modules"]["sizes"]) for r in rows), default=0)
@@ -100,16 +113,12 @@ def lane_command(source, summary_path, path, steps, seed, reading_seed):
            str(summary_path), "--out", path, "--steps", str(steps), "--seed", str(seed),
            "--reading-seed", str(reading_seed), "--until-two", "--no-evaluate",
            "--threads", str(TRY_THREADS)]
-    env = dict(os.environ)
-    for name, value in MALLOC_ENV.items():
-        env.setdefault(name, value)
-    return cmd, thread_env(env, TRY_THREADS)
+    return cmd, child_env(TRY_THREADS)
 
 
 def _launch(source, summary_path, path, steps, seed, reading_seed):
     cmd, env = lane_command(source, summary_path, path, steps, seed, reading_seed)
-    log = open(path + ".log", "a")
-    return subprocess.Popen(cmd, stdout=log, stderr=log, env=env), log
+    return start_process(cmd, env, path + ".log")
 
 
 def race_stage(source, summary_path, out, steps, seed, lanes, jobs=2, log=print,
@@ -151,18 +160,14 @@ def race_stage(source, summary_path, out, steps, seed, lanes, jobs=2, log=print,
             winner = lanes_winner(state)
             if winner is not None and winner not in running:
                 break
-            held = [(s, i) for i, s in enumerate(held_step(r) for r, _ in state)
-                    if s is not None]
-            out_of_race = ({j for j in range(lanes) if j != min(held)[1]
-                            and not still_in_race(state[j], j, *min(held))}
-                           if held else set())
-            for i in sorted(out_of_race & set(running)):
+            beaten = out_of_race(state)
+            for i in sorted(beaten & set(running)):
                 stop_process(*running.pop(i))
                 log(f"grow lane {i} stopped: it can no longer hold two modules first")
             for i in range(lanes):
                 if len(running) >= jobs:
                     break
-                if i in running or i in ended or i in out_of_race:
+                if i in running or i in ended or i in beaten:
                     continue
                 log(f"grow lane {i}: freeing and data seed {seeds[i]} -> {dirs[i]} (log "
                     f"{dirs[i]}.log)")

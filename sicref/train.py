@@ -156,12 +156,16 @@ def train_command(cfg_path, run_dir, threads=None, max_seconds=None, init_from=N
             cmd += ["--init-from", init_from]
         if os.path.isdir(run_dir) and os.listdir(run_dir):
             cmd += ["--overwrite"]
+    return cmd, child_env(threads)
+
+
+def child_env(threads=None):
+    """The environment of a training subprocess: this one's, plus MALLOC_ENV where it
+    does not set those names, with `threads` BLAS threads (None: inherited)."""
     env = dict(os.environ)
     for name, value in MALLOC_ENV.items():
         env.setdefault(name, value)
-    if threads:
-        env = thread_env(env, threads)
-    return cmd, env
+    return thread_env(env, threads) if threads else env
 
 
 def _truncate_metrics(path, last_step):

@@ -81,8 +81,13 @@ def _launch(cfg, run_dir, threads, init_from=None):
     cfg_path = os.path.join(os.path.dirname(run_dir), os.path.basename(run_dir) + ".json")
     save_config(cfg, cfg_path)
     cmd, env = train_command(cfg_path, run_dir, threads, init_from=init_from)
-    log = open(os.path.join(os.path.dirname(run_dir),
-                            os.path.basename(run_dir) + ".log"), "a")
+    return start_process(cmd, env, run_dir + ".log")
+
+
+def start_process(cmd, env, log_path):
+    """Start a child process that trains, its output appended to log_path. Returns
+    (process, log file)."""
+    log = open(log_path, "a")
     return subprocess.Popen(cmd, stdout=log, stderr=log, env=env), log
 
 
