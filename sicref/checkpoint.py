@@ -123,14 +123,17 @@ def save_start_checkpoint(path, params, config, seed=0):
 
 
 def initial_schedule():
-    return {"stage": 1, "switch_step": None, "confirmed": False, "gave_up_step": None}
+    return {"stage": 1, "switch_step": None, "confirmed": False, "gave_up_step": None,
+            "confirmed_step": None}
 
 
 def _read_schedule(meta, path):
     """The annealing state of a checkpoint. Stage 1 (before the switch) or 2 (after it,
     at switch_step); confirmed: a reading after the switch was at the threshold again;
-    gave_up_step: where the run gave up (it ends there). Checkpoints written before
-    these fields existed read as not confirmed and not given up."""
+    gave_up_step: where the run gave up (it ends there); confirmed_step: the reading
+    that confirmed the lattice (null before, or in checkpoints written before the field
+    existed). Checkpoints written before these fields existed read as not confirmed and
+    not given up."""
     sched = meta.get("schedule", initial_schedule())
     if not isinstance(sched, dict):
         sched = {"stage": None}
@@ -141,13 +144,18 @@ def _read_schedule(meta, path):
     ok = ((stage == 1 and switch is None and confirmed is False)
           or (stage == 2 and is_step(switch) and isinstance(confirmed, bool)))
     ok = ok and (gave_up is None or is_step(gave_up))
+    confirmed_step = sched.get("confirmed_step")
+    ok = ok and (confirmed_step is None or (confirmed is True and is_step(confirmed_step)
+                                            and confirmed_step > switch))
     if not ok:
         raise CheckpointError(f"{path}: meta.schedule {sched!r} is not a valid annealing "
                               f"state (stage 1 with switch_step null and confirmed false, "
                               f"or stage 2 with 0 < switch_step <= step; gave_up_step "
-                              f"null or 0 < gave_up_step <= step)")
+                              f"null or 0 < gave_up_step <= step; confirmed_step null, "
+                              f"or with confirmed true switch_step < confirmed_step <= "
+                              f"step)")
     return {"stage": stage, "switch_step": switch, "confirmed": confirmed,
-            "gave_up_step": gave_up}
+            "gave_up_step": gave_up, "confirmed_step": confirmed_step}
 
 
 def resolve_checkpoint(path):

@@ -90,7 +90,10 @@ class OptimConfig:
     # give up early (0 turns each off): no switch by step anneal_give_up (a multiple of
     # anneal_check_every), or none of the anneal_confirm readings after the switch at the
     # threshold again (a lattice that came and went). A run that gave up ends there;
-    # `sicref run` then tries another initialisation.
+    # `sicref run` then tries another initialisation. anneal_end_at_confirm: end the run
+    # at the reading that confirms the lattice instead of anneal_steps after the switch
+    # (needs anneal_confirm > 0), for a run whose later steps nobody uses (the main job's
+    # redrawn tries, which are rescaled from their confirming checkpoint).
     anneal_lr: float = 0.0
     anneal_grid_fraction: float = 0.15
     anneal_check_every: int = 500
@@ -101,6 +104,7 @@ class OptimConfig:
     anneal_give_up: int = 0
     anneal_confirm: int = 0
     anneal_check_from: int = 0
+    anneal_end_at_confirm: bool = False
 
 
 @dataclass(frozen=True)
@@ -341,6 +345,10 @@ def validate(cfg):
                           f"optim.anneal_check_every ({o.anneal_check_every}) at or after "
                           f"optim.anneal_check_from ({o.anneal_check_from}), got "
                           f"{o.anneal_give_up}")
+    _check_type("optim.anneal_end_at_confirm", o.anneal_end_at_confirm, bool)
+    if o.anneal_end_at_confirm and not o.anneal_confirm:
+        raise ConfigError("optim.anneal_end_at_confirm = true needs optim.anneal_confirm "
+                          ">= 1 (the readings that can confirm a lattice), got 0")
     if o.anneal_lr > 0 and (o.lr_drop_step > 0 or o.lr_half_life > 0):
         raise ConfigError("optim.anneal_lr > 0 cannot be combined with optim.lr_drop_step "
                           "or optim.lr_half_life (set those to 0)")

@@ -1,5 +1,6 @@
 """The main job: train the default preset, then evaluate it in 2, 3 and 4 m arenas."""
 
+import argparse
 import os
 import sys
 import time
@@ -39,18 +40,55 @@ MAIN_ARENAS = (2.0, 3.0, 4.0)
 MAIN_BIN_SIZE = 2.0 / 32  # 32 bins in the 2 m arena, the same bin size in 3 and 4 m
 
 
+# What the main job does after its tries, by default (docs/results.md, "The default
+# main job"): a try that gives up is followed by its redrawn try (redraw), and the
+# lattice caught is grown by the freeing stage for at most DEFAULT_GROW_STEPS steps,
+# stopped once two modules hold, with DEFAULT_GROW_LANES freeing seeds raced. Over fresh
+# seeds 23-25 this gave two modules in 2, 3 and 4 m on all three, where the stage with
+# one freeing seed lost seed 23's lattice (docs/experiments.md, "Two freeing seeds side
+# by side"). The lanes' count is fixed, not the machine's core count, so that the
+# result does not depend on the machine's size (one core runs them one after another).
+DEFAULT_GROW_STEPS = 10000
+DEFAULT_GROW_LANES = 2
+DEFAULT_REDRAW = True
+
+
+def stage_settings(grow_steps, grow_until=None, grow_lanes=None):
+    """The stage's (grow_until, grow_lanes) for main_job's arguments: None stands for the
+    default (until two modules hold when there is a stage, DEFAULT_GROW_LANES lanes when
+    it stops so). Raises ValueError, naming the flag, for settings that cannot go
+    together."""
+    if grow_steps < 0:
+        raise ValueError(f"--grow-steps must be >= 0, got {grow_steps}")
+    if grow_until is None:
+        grow_until = grow_steps > 0
+    if grow_lanes is None:
+        grow_lanes = DEFAULT_GROW_LANES if grow_until else 1
+    if grow_until and not grow_steps:
+        raise ValueError("--grow-until-two needs --grow-steps N > 0 (the stage's most "
+                         "steps)")
+    if grow_lanes < 1:
+        raise ValueError(f"--grow-lanes must be >= 1, got {grow_lanes}")
+    if grow_lanes > 1 and not grow_until:
+        raise ValueError("--grow-lanes K > 1 needs --grow-until-two (the lanes race to "
+                         "hold two modules first)")
+    return grow_until, grow_lanes
+
+
 def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, steps=None,
              overwrite=False, log=None, tries=DEFAULT_TRIES, jobs=DEFAULT_JOBS,
-             grow_steps=0, grow_until=False, redraw=False, grow_lanes=1):
+             grow_steps=DEFAULT_GROW_STEPS, grow_until=None, redraw=DEFAULT_REDRAW,
+             grow_lanes=None):
     """Train the preset (several initialisations when it has the annealing gate, see
     sicref.tries), evaluate the chosen one, write figures. grow_steps > 0 adds the
     second stage of sicref.grow when a lattice was caught: every unit but the best half
     of its 2 m modules (sicref.grow.keep_count) freed, grow_steps more steps at 1.5
     times the try's T, at least 30 (sicref.grow.stage_seq_len), evaluated in
     out/grow/evaluation; grow_until: stop the stage sooner, once
-    GROW_CONFIRM 1000-step readings in a row have two modules (sicref.grow.grow_until_two).
-    grow_lanes > 1 (with grow_until): that many freeing seeds of the stage side by side,
-    `jobs` at a time, the first to hold two modules kept (sicref.lanes).
+    GROW_CONFIRM 1000-step readings in a row have two modules (sicref.grow.grow_until_two);
+    None: on when grow_steps > 0. grow_lanes > 1 (with grow_until): that many freeing
+    seeds of the stage side by side, `jobs` at a time, the first to hold two modules kept
+    (sicref.lanes); None: DEFAULT_GROW_LANES with grow_until, else 1.
     redraw: a try that gives up is followed by its redrawn try (sicref.tries.run_tries,
     sicref.grow.redraw_config); a redrawn try's lattice is rescaled (sicref.grow.rescale,
     into its run directory + "_rescaled") before it is evaluated and grown, and where
@@ -67,16 +105,7 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     t0 = time.monotonic()
-    if grow_steps < 0:
-        raise ValueError(f"--grow-steps must be >= 0, got {grow_steps}")
-    if grow_until and not grow_steps:
-        raise ValueError("--grow-until-two needs --grow-steps N > 0 (the stage's most "
-                         "steps)")
-    if grow_lanes < 1:
-        raise ValueError(f"--grow-lanes must be >= 1, got {grow_lanes}")
-    if grow_lanes > 1 and not grow_until:
-        raise ValueError("--grow-lanes K > 1 needs --grow-until-two (the lanes race to "
-                         "hold two modules first)")
+    grow_until, grow_lanes = stage_settings(grow_steps, grow_until, grow_lanes)
     cfg = preset(preset_name)
     changes = {k: v for k, v in (("seed", seed), ("steps", steps)) if v is not None}
     if changes:
@@ -312,9 +341,13 @@ def add_run_commands(sub):
     default = preset(DEFAULT_PRESET)
     p = sub.add_parser("run", help="main job: train the default preset, evaluate, figures",
                        description="The main job: train up to --tries initialisations of "
-                       "the preset until one catches a grid lattice, evaluate it in 2, 3 "
-                       "and 4 m arenas and write figures and summary.json under "
-                       "DIR/evaluation. Calling it again continues an interrupted job. "
+                       "the preset until one catches a grid lattice (each try that gives "
+                       "up followed by its redrawn try), grow a second module beside it "
+                       "(the freeing stage, two freeing seeds raced, stopped once two "
+                       "modules hold), evaluate it in 2, 3 and 4 m arenas and write "
+                       "figures and summary.json under DIR/evaluation (DIR/grow*/"
+                       "evaluation for the stage). --no-redraw --grow-steps 0 gives the "
+                       "tries alone. Calling it again continues an interrupted job. "
                        "Every process of the job computes with one BLAS thread, so its "
                        "results do not depend on the environment's thread settings.")
     p.add_argument("--preset", default=DEFAULT_PRESET,
@@ -333,7 +366,7 @@ def add_run_commands(sub):
                    help=f"tries trained at the same time (default {DEFAULT_JOBS}: two, or "
                         f"one on a 1-core machine), one BLAS thread each; the result "
                         f"does not depend on it")
-    p.add_argument("--grow-steps", type=int, default=0, metavar="N",
+    p.add_argument("--grow-steps", type=int, default=DEFAULT_GROW_STEPS, metavar="N",
                    help="after the tries, free every unit of the caught lattice but "
                    f"the best half of its module (at least {GROW_KEEP_MIN} units), train "
                    f"N more steps at 1.5 times the try's T, at least {GROW_SEQ_LEN} "
@@ -342,26 +375,30 @@ def add_run_commands(sub):
                    "rescaled lattice; "
                    "sicref.grow.stage_seq_len) and evaluate the checkpoint with "
                    "the most modules, or the last where none has two (sicref.grow, "
-                   "docs/experiments.md); default 0: off")
-    p.add_argument("--grow-until-two", action="store_true",
+                   f"docs/experiments.md); default {DEFAULT_GROW_STEPS}; 0: no stage")
+    p.add_argument("--grow-until-two", action=argparse.BooleanOptionalAction,
+                   default=None,
                    help="read each 1000-step checkpoint of the stage as it is written "
                    "and stop the stage once two readings in a row have two modules "
                    "(--grow-steps N stays the most steps); the checkpoint is picked "
-                   "among the readings up to there")
-    p.add_argument("--grow-lanes", type=int, default=1, metavar="K",
+                   "among the readings up to there (default: on with a stage)")
+    p.add_argument("--grow-lanes", type=int, default=None, metavar="K",
                    help="with --grow-until-two: race K freeing seeds of the stage (seed + "
                    f"{LANE_SEED_STRIDE} i, lane 0 the plain stage in DIR/grow, lane i in "
                    "DIR/grow_lane{i}), --jobs at a time, and keep the first to hold two "
                    "modules (lowest step, then lowest lane; the result does not depend "
-                   "on --jobs); default 1: the plain stage (sicref.lanes)")
-    p.add_argument("--redraw", action="store_true",
+                   f"on --jobs); default {DEFAULT_GROW_LANES} with --grow-until-two, "
+                   "else 1: the plain stage (sicref.lanes)")
+    p.add_argument("--redraw", action=argparse.BooleanOptionalAction,
+                   default=DEFAULT_REDRAW,
                    help="follow each try that gives up by its redrawn try: every unit's "
                    "recurrent weights and start entry redrawn from the try's last "
                    f"checkpoint, trained at T = {redraw_config(default).data.seq_len} and lr "
                    f"{GROW_LR:g} with a gate of its own; a lattice it catches is then "
                    f"rescaled ({rescale_config(default).train.steps} steps at T = "
                    f"{rescale_config(default).data.seq_len}) before it is evaluated "
-                   "(sicref.grow.redraw_config, rescale_config, docs/experiments.md)")
+                   "(sicref.grow.redraw_config, rescale_config, docs/experiments.md); "
+                   "default on")
     # sicref.cli.main re-executes the command with TRY_THREADS BLAS threads unless the
     # environment already sets them (reexec_for_threads)
     p.set_defaults(func=_cmd_run, process_threads=TRY_THREADS)

@@ -318,10 +318,12 @@ def run_ended(run_dir, cfg):
 
 
 def _end_step(cfg, schedule):
-    """The last step: train.steps, or anneal_steps after the annealing switch, or where
-    the run gave up."""
+    """The last step: train.steps, or anneal_steps after the annealing switch (the
+    confirming reading with anneal_end_at_confirm), or where the run gave up."""
     if schedule["gave_up_step"] is not None:
         return schedule["gave_up_step"]
+    if cfg.optim.anneal_end_at_confirm and schedule.get("confirmed_step") is not None:
+        return min(cfg.train.steps, schedule["confirmed_step"])
     if schedule["stage"] == 2:
         return min(cfg.train.steps, schedule["switch_step"] + cfg.optim.anneal_steps)
     return cfg.train.steps
@@ -364,7 +366,7 @@ def _check_gridness(params, cfg, step, path, log, schedule):
     elif not schedule["confirmed"]:
         if at_threshold:
             confirmed = True
-            new["confirmed"] = True
+            new.update(confirmed=True, confirmed_step=step)
         elif o.anneal_confirm and step >= schedule["switch_step"] + (
                 o.anneal_confirm * o.anneal_check_every):
             gave_up = True
@@ -382,7 +384,9 @@ def _check_gridness(params, cfg, step, path, log, schedule):
             f"annealing: AdamW restarted at lr {o.anneal_lr:g} until step "
             f"{_end_step(cfg, new)}")
     if confirmed:
-        log(f"step {step}: the lattice is still there after the switch (confirmed)")
+        log(f"step {step}: the lattice is still there after the switch (confirmed)"
+            + ("; the run ends here (optim.anneal_end_at_confirm)"
+               if o.anneal_end_at_confirm else ""))
     if gave_up:
         why = (f"no reading reached {o.anneal_grid_fraction:.0%} by step {step}"
                if schedule["stage"] == 1 else

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import sicref.evaluate
-from sicref.checkpoint import CheckpointError, load_checkpoint, read_npz, atomic_savez
+from sicref.checkpoint import CheckpointError, atomic_savez, load_checkpoint, read_npz
 from sicref.config import preset, replace
 from sicref.evaluate import grid_check
 from sicref.optim import adamw_init, plateau_init
-from sicref.train import train, train_step
+from sicref.train import run_ended, train, train_step
 
 QUIET = dict(log=lambda line: None)
 
@@ -60,7 +60,7 @@ def test_switch_restarts_adamw_at_the_new_lr_and_ends_anneal_steps_later(tmp_pat
     assert last["step"] == 17
     # the reading at 15 is at the threshold again: it confirms the lattice
     assert last["schedule"] == {"stage": 2, "switch_step": 10, "confirmed": True,
-                                "gave_up_step": None}
+                                "gave_up_step": None, "confirmed_step": 15}
     assert [c["confirmed"] for c in checks] == [False, False, True]
     assert not any(c["gave_up"] for c in checks)
     assert last["opt_state"]["t"] == 7  # AdamW's step count restarted at the switch
@@ -68,7 +68,7 @@ def test_switch_restarts_adamw_at_the_new_lr_and_ends_anneal_steps_later(tmp_pat
     assert load_checkpoint(out)["step"] == 17 and params_equal(again, last["params"])
     before = load_checkpoint(out / "checkpoints/step_5.npz")
     assert before["schedule"] == {"stage": 1, "switch_step": None, "confirmed": False,
-                                  "gave_up_step": None}
+                                  "gave_up_step": None, "confirmed_step": None}
 
 
 @pytest.mark.parametrize("half_life", [0, 3])
@@ -149,7 +149,11 @@ def test_invalid_schedule_in_a_checkpoint_is_refused(tmp_path):
                 {"stage": 2, "switch_step": 5, "confirmed": "yes"},
                 {"stage": 2, "switch_step": 5, "gave_up_step": 11},
                 {"stage": 1, "switch_step": None, "gave_up_step": 0},
-                {"stage": 1, "switch_step": None, "gave_up_step": True}):
+                {"stage": 1, "switch_step": None, "gave_up_step": True},
+                {"stage": 2, "switch_step": 5, "confirmed": False, "confirmed_step": 8},
+                {"stage": 2, "switch_step": 5, "confirmed": True, "confirmed_step": 5},
+                {"stage": 2, "switch_step": 5, "confirmed": True, "confirmed_step": 11},
+                {"stage": 1, "switch_step": None, "confirmed_step": 4}):
         meta["schedule"] = bad
         arrays["meta"] = np.array(json.dumps(meta))
         atomic_savez(path, arrays)
@@ -159,12 +163,19 @@ def test_invalid_schedule_in_a_checkpoint_is_refused(tmp_path):
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_savez(path, arrays)
     assert load_checkpoint(path)["schedule"] == {"stage": 1, "switch_step": None,
-                                                 "confirmed": False, "gave_up_step": None}
+                                                 "confirmed": False, "gave_up_step": None,
+                                                 "confirmed_step": None}
     meta["schedule"] = {"stage": 2, "switch_step": 5}  # before confirm/give-up existed
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_savez(path, arrays)
     assert load_checkpoint(path)["schedule"] == {"stage": 2, "switch_step": 5,
-                                                 "confirmed": False, "gave_up_step": None}
+                                                 "confirmed": False, "gave_up_step": None,
+                                                 "confirmed_step": None}
+    # confirmed before confirmed_step existed: read as confirmed, step unknown
+    meta["schedule"] = {"stage": 2, "switch_step": 5, "confirmed": True}
+    arrays["meta"] = np.array(json.dumps(meta))
+    atomic_savez(path, arrays)
+    assert load_checkpoint(path)["schedule"]["confirmed_step"] is None
 
 
 def test_grid_check_is_seeded_and_bounded():
@@ -400,3 +411,46 @@ def test_progress_of_a_chunk_counts_to_the_last_step():
     # the last chunk is a plain run
     assert progress_line(9500, 10000, values, 10.0, last_step=10000) == progress_line(
         9500, 10000, values, 10.0)
+
+
+def test_end_at_confirm_stops_at_the_confirming_reading(tmp_path, monkeypatch):
+    # the gate opens at 10 and the reading at 20 (the second after it) confirms: with
+    # anneal_end_at_confirm the run ends there, and its checkpoints up to there are the
+    # run without it, bit for bit; without it the run goes on to switch + anneal_steps
+    kw = dict(steps=60, anneal_steps=30, anneal_confirm=2)
+    scripted(monkeypatch, [0.0, 0.5, 0.1, 0.5, 0.5, 0.5, 0.5, 0.5])
+    train(anneal_cfg(**kw), tmp_path / "full", **QUIET)
+    scripted(monkeypatch, [0.0, 0.5, 0.1, 0.5, 0.5, 0.5, 0.5, 0.5])
+    cfg = anneal_cfg(anneal_end_at_confirm=True, **kw)
+    train(cfg, tmp_path / "short", **QUIET)
+    full, short = (load_checkpoint(tmp_path / d) for d in ("full", "short"))
+    assert full["step"] == 40 and short["step"] == 20
+    assert short["schedule"] == {"stage": 2, "switch_step": 10, "confirmed": True,
+                                 "gave_up_step": None, "confirmed_step": 20}
+    at_20 = load_checkpoint(tmp_path / "full" / "checkpoints" / "step_20.npz")
+    assert params_equal(short["params"], at_20["params"])
+    assert [c["step"] for c in read_jsonl(tmp_path / "short" / "gridness.jsonl")] == [
+        5, 10, 15, 20]
+    assert run_ended(str(tmp_path / "short"), cfg)
+    scripted(monkeypatch, [])  # an ended run reads nothing more
+    again = train(cfg, tmp_path / "short", resume=tmp_path / "short", **QUIET)
+    assert params_equal(again, short["params"])
+    assert load_checkpoint(tmp_path / "short")["step"] == 20
+
+
+def test_end_at_confirm_does_not_shorten_a_run_that_gives_up(tmp_path, monkeypatch):
+    kw = dict(steps=60, anneal_steps=30, anneal_confirm=2, anneal_end_at_confirm=True)
+    scripted(monkeypatch, [0.0, 0.5, 0.1, 0.1])  # opened at 10, not confirmed: gives up
+    train(anneal_cfg(**kw), tmp_path / "run", **QUIET)
+    last = load_checkpoint(tmp_path / "run")
+    assert last["step"] == 20 and last["schedule"]["gave_up_step"] == 20
+    assert last["schedule"]["confirmed_step"] is None
+
+
+def test_end_at_confirm_needs_confirming_readings():
+    from sicref.config import ConfigError
+
+    with pytest.raises(ConfigError, match="optim.anneal_end_at_confirm"):
+        anneal_cfg(anneal_end_at_confirm=True, anneal_confirm=0)
+    with pytest.raises(ConfigError, match="optim.anneal_end_at_confirm"):
+        anneal_cfg(anneal_end_at_confirm=1, anneal_confirm=2)

@@ -153,7 +153,7 @@ def test_redraw_try_redraws_rescales_evaluates_and_grows_as_the_main_job(tmp_pat
                                        log=lines.append) == 0
     redrawn = load_checkpoint(str(out / "redrawn"))
     assert redrawn["config"].data.seq_len == 8 and redrawn["config"].train.seed == 1005
-    assert redrawn["step"] == 6  # the switch at 2, then anneal_steps 4
+    assert redrawn["step"] == 4  # the switch at 2, confirmed at 4: it ends there
     assert "redrawn try: caught" in lines
     # rescaled from the confirmed checkpoint (step 4), at the try's stage T, 2 steps
     rescaled = load_checkpoint(str(out / "rescaled"))

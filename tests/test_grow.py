@@ -199,7 +199,7 @@ def test_main_job_with_a_caught_lattice_grows_and_evaluates(tmp_path, monkeypatc
     lines = []
     out = tmp_path / "main"
     summary = sicref.run.main_job("gated", str(out), tries=2, log=lines.append,
-                                  grow_steps=3)
+                                  grow_steps=3, grow_until=False, redraw=False)
     caught = json.loads((out / "evaluation/summary.json").read_text())
     freed = json.loads((out / "grow/freed.json").read_text())
     assert freed["freed"] == [r["unit"] for r in caught["arenas"]["2m"]["units"]
@@ -231,7 +231,7 @@ def test_main_job_with_a_caught_lattice_grows_and_evaluates(tmp_path, monkeypatc
     monkeypatch.setattr(sicref.evaluate, "analyse_arena", no)
     lines.clear()
     again = sicref.run.main_job("gated", str(out), tries=2, log=lines.append,
-                                grow_steps=3)
+                                grow_steps=3, grow_until=False, redraw=False)
     assert again == grown
     assert sum("not evaluated again" in ln for ln in lines) == 2
     read_before = len(json.loads((out / "evaluation/over_training.json").read_text()))
@@ -254,7 +254,7 @@ def test_main_job_keeps_the_try_when_the_stage_loses_its_modules(tmp_path, monke
     lines = []
     out = tmp_path / "main"
     summary = sicref.run.main_job("gated", str(out), tries=2, log=lines.append,
-                                  grow_steps=2)
+                                  grow_steps=2, grow_until=False, redraw=False)
     assert summary["arenas"]["2m"]["modules"]["periods"] == [0.8]
     assert summary["checkpoint"].startswith(str(out / "tries"))
     where = str(out / "evaluation")
@@ -270,7 +270,8 @@ def test_main_job_refuses_bad_grow_settings_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="--grow-steps must be >= 0"):
         main_job("tiny", str(tmp_path / "other"), log=QUIET, grow_steps=-1)
     with pytest.raises(ValueError, match="--grow-until-two needs --grow-steps N > 0"):
-        main_job("tiny", str(tmp_path / "other"), log=QUIET, grow_until=True)
+        main_job("tiny", str(tmp_path / "other"), log=QUIET, grow_steps=0,
+                 grow_until=True)
     assert not (tmp_path / "other").exists()
 
 
@@ -354,7 +355,8 @@ def test_main_job_grown_until_two_stops_and_picks_among_the_readings(tmp_path,
     lines = []
     out = tmp_path / "main"
     summary = sicref.run.main_job("gated", str(out), tries=2, log=lines.append,
-                                  grow_steps=6, grow_until=True)
+                                  grow_steps=6, grow_until=True, grow_lanes=1,
+                                  redraw=False)
     over = json.loads((out / "grow/evaluation/over_training.json").read_text())
     assert [r["step"] for r in over] == [1, 2, 3]
     assert not (out / "grow/run/checkpoints/step_4.npz").exists()
@@ -378,11 +380,13 @@ def test_the_redraw_example_configs_are_the_stages_with_and_without_a_gate():
                    train={"steps": 4000, "checkpoint_every": 1000}) == stage
     assert gated.optim.anneal_lr == GROW_LR / 10 and gated.optim.anneal_give_up == 4000
     # `sicref run --redraw` trains a redrawn try with the gated one at T = 45
-    # (redraw_T45_gate.json), ending 1000 steps after its switch
+    # (redraw_T45_gate.json, the experiments' runs), but giving up at 3000 instead of
+    # 4000 and ending at the confirming reading (at most 1000 steps after its switch)
     from sicref.grow import redraw_config, rescale_config
     t45 = load_config(os.path.join(here, "redraw_T45_gate.json"))
     assert redraw_config(preset("laptop")) == replace(
-        t45, optim={"anneal_steps": 1000}, train={"steps": 5000})
+        t45, optim={"anneal_steps": 1000, "anneal_give_up": 3000,
+                    "anneal_end_at_confirm": True}, train={"steps": 4000})
     assert t45 == replace(gated, data={"seq_len": 45})
     # and rescales its lattice with the T = 30 one, 1000 steps, the try's seed
     laptop = replace(preset("laptop"), train={"seed": 2013})

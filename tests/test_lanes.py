@@ -212,7 +212,8 @@ def test_main_job_with_lanes_evaluates_the_winner(tmp_path, monkeypatch):
     lines = []
     out = tmp_path / "main"
     summary = sicref.run.main_job("gated", str(out), tries=2, log=lines.append,
-                                  grow_steps=6, grow_until=True, grow_lanes=2, jobs=1)
+                                  grow_steps=6, grow_until=True, grow_lanes=2, jobs=1,
+                                  redraw=False)
     assert summary["checkpoint"] == str(out / "grow_lane1/run/checkpoints/step_2.npz")
     assert json.loads((out / "grow_lane1/evaluation/summary.json").read_text()) == \
         json.loads(json.dumps(summary))
@@ -226,9 +227,40 @@ def test_main_job_with_lanes_evaluates_the_winner(tmp_path, monkeypatch):
 def test_main_job_refuses_lanes_without_until_two_before_any_work(tmp_path):
     import sicref.run
 
-    for kwargs, message in (({"grow_lanes": 2}, "needs --grow-until-two"),
+    for kwargs, message in (({"grow_lanes": 2, "grow_until": False},
+                             "needs --grow-until-two"),
                             ({"grow_lanes": 0, "grow_until": True}, "must be >= 1")):
         with pytest.raises(ValueError, match=message):
             sicref.run.main_job("tiny", str(tmp_path / "x"), grow_steps=4, log=QUIET,
                                 **kwargs)
         assert not (tmp_path / "x").exists()
+
+
+def test_the_main_job_by_default_redraws_and_races_two_lanes_to_two_modules(monkeypatch):
+    # `sicref run` with no flags: redrawn tries, a stage of at most 10000 steps stopped
+    # once two modules hold, two lanes; --grow-steps 0 turns the stage (and with it the
+    # race) off, --no-redraw the redrawn tries; an explicit conflict is still refused
+    import sicref.run
+    from sicref.cli import main
+    from sicref.run import stage_settings
+    from sicref.train import THREAD_VARS
+
+    for name in THREAD_VARS:  # as `sicref run` sets them; else it re-executes itself
+        monkeypatch.setenv(name, "1")
+    calls = []
+    monkeypatch.setattr(sicref.run, "main_job", lambda *a, **k: calls.append(k))
+    assert main(["run"]) == 0
+    assert main(["run", "--grow-steps", "0", "--no-redraw"]) == 0
+    assert main(["run", "--no-grow-until-two", "--grow-lanes", "1"]) == 0
+    assert main(["run", "--grow-lanes", "3"]) == 0
+    got = [(k["grow_steps"], k["redraw"],
+            stage_settings(k["grow_steps"], k["grow_until"], k["grow_lanes"]))
+           for k in calls]
+    assert got == [(10000, True, (True, 2)), (0, False, (False, 1)),
+                   (10000, True, (False, 1)), (10000, True, (True, 3))]
+    for args, message in (((0, True), "needs --grow-steps N > 0"),
+                          ((0, None, 2), "needs --grow-until-two"),
+                          ((10, False, 2), "needs --grow-until-two"),
+                          ((10, None, 0), "must be >= 1"), ((-1,), "must be >= 0")):
+        with pytest.raises(ValueError, match=message):
+            stage_settings(*args)

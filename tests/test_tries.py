@@ -325,7 +325,7 @@ def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, ga
     lines = []
     out = tmp_path / "main"
     summary = sicref.run.main_job("gated", str(out), tries=tries, log=lines.append,
-                                  redraw=True, grow_steps=2)
+                                  redraw=True, grow_steps=2, grow_until=False)
     where = str(out / "tries/try0_seed0_redrawn")
     # the redrawn lattice (T = 8) is rescaled from its confirmed checkpoint (switch at
     # 5, confirmed at 10) at the T a try's lattice grows at (1.5 x 6), with the try's seed
@@ -359,7 +359,7 @@ def test_main_job_with_redraw_evaluates_the_redrawn_try_that_caught(tmp_path, ga
     # a second call finds the rescale done and redoes nothing
     lines2 = []
     sicref.run.main_job("gated", str(out), tries=tries, log=lines2.append, redraw=True,
-                        grow_steps=2)
+                        grow_steps=2, grow_until=False)
     assert f"rescale: {where}_rescaled is done" in lines2
     assert (out / "evaluation/tries.png").exists()
 
