@@ -16,7 +16,8 @@ import numpy as np
 
 from .checkpoint import atomic_write_text, load_checkpoint, resolve_checkpoint
 from .data import sample_batch
-from .gridness import GRID_THRESHOLD, find_modules, grid_scores, ratemaps, spatial_coherence
+from .gridness import (GRID_THRESHOLD, RELIABILITY_THRESHOLD, find_modules, grid_scores,
+                       ratemaps, spatial_coherence, split_half_reliability)
 from .lattice import spectral_period
 from .losses import neural_sq_distances
 from .model import rollout
@@ -250,11 +251,14 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
     coherence = spatial_coherence(maps)
     start = start_share(states)
     spectral_m = spectral_period(maps) * bin_m
+    reliability = (split_half_reliability(positions, states, arena_size, nbins)
+                   if len(positions) >= 2 else np.full(states.shape[-1], np.nan))
     labels, module_periods, left_out, min_size, clustered = assign_modules(
         period_m, is_grid, coherence, min_ratio, modules, start, spectral_m)
     coherent = modules.coherent(coherence)
     mismatched = is_grid & period_mismatch(period_m, spectral_m, modules.period_tolerance)
     active = np.isfinite(scores.score60)
+    reliable = np.nan_to_num(reliability, nan=-np.inf) >= RELIABILITY_THRESHOLD
     summary = {
         "arena_size": arena_size,
         "coverage": float(np.mean(np.isfinite(maps[0]))),
@@ -280,13 +284,20 @@ def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
                                         "excluded": modules.max_period_mismatch
                                         is not None},
                     "left_out": {"periods": [float(p) for p in left_out[0]],
-                                 "sizes": [int(n) for n in left_out[1]]}},
+                                 "sizes": [int(n) for n in left_out[1]]},
+                    # a reading beside the rule, not part of it: how many units of each
+                    # module (and grid units in all) have a split-half reliable ratemap
+                    "reliable": {"threshold": RELIABILITY_THRESHOLD,
+                                 "grid_units": int(np.sum(is_grid & reliable)),
+                                 "sizes": [int(np.sum((labels == k) & reliable))
+                                           for k in range(len(module_periods))]}},
         "units": [_unit_record(i, scores, period_m, spectral_m, labels, coherence,
-                               start) for i in range(len(maps))],
+                               start, reliability) for i in range(len(maps))],
     }
     arrays = {"ratemaps": maps, "scores": scores, "period_m": period_m,
               "spectral_period_m": spectral_m, "labels": labels,
               "is_grid": is_grid, "coherence": coherence, "start_share": start,
+              "reliability": reliability,
               "states": states, "positions": positions}
     return summary, arrays
 
@@ -304,7 +315,8 @@ def _nanmedian(a):
     return float(np.median(a)) if len(a) else float("nan")
 
 
-def _unit_record(i, scores, period_m, spectral_m, labels, coherence, start):
+def _unit_record(i, scores, period_m, spectral_m, labels, coherence, start,
+                 reliability=None):
     def num(x):
         return None if not np.isfinite(x) else float(x)
 
@@ -313,6 +325,7 @@ def _unit_record(i, scores, period_m, spectral_m, labels, coherence, start):
             "period_m": num(period_m[i]), "spectral_period_m": num(spectral_m[i]),
             "orientation": num(scores.orientation[i]),
             "coherence": num(coherence[i]), "start_share": num(start[i]),
+            "reliability": None if reliability is None else num(reliability[i]),
             "module": int(labels[i])}
 
 
@@ -577,6 +590,14 @@ def headline(summary):
             note += (f"; {mismatch['grid_units']} grid unit(s) whose SAC and spectral "
                      f"periods differ by more than {mismatch['tolerance']:.0%}"
                      + (" not clustered" if mismatch["excluded"] else ""))
+        reliable = m.get("reliable")
+        if reliable is not None:
+            n_grid = int(round(s["grid_fraction"] * s["n_units"]))
+            per_module = " + ".join(f"{r}/{n}" for r, n in zip(reliable["sizes"],
+                                                                  m["sizes"]))
+            note += (f"; split-half reliable (r >= {reliable['threshold']}): "
+                     f"{reliable['grid_units']}/{n_grid} grid units"
+                     + (f", {per_module} of the modules' units" if per_module else ""))
         lines.append(f"{key}: grid units {s['grid_fraction']:.0%} (score60 > "
                      f"{s['grid_threshold']}), hexagonal {s['hexagonal_fraction']:.0%}, "
                      f"modules {len(m['periods'])} (periods m: {periods}{note}), "

@@ -104,6 +104,47 @@ def spatial_coherence(ratemaps):
     return float(out[0]) if one else out
 
 
+RELIABILITY_THRESHOLD = 0.5
+
+
+def split_half_reliability(positions, activations, arena_size, nbins=32):
+    """Split-half reliability of each unit's ratemap: the Pearson correlation, over the
+    bins visited in both halves, between the ratemap of the even-numbered walks and
+    that of the odd-numbered ones. A field pattern that the network carries through
+    space is drawn again by the other half of the walks (values near 1); activity that
+    depends on where each walk happened to be, or on a few visits, is not (near 0).
+
+    positions (W, S, 2) and activations (W, S, U) are W walks of S steps, W >= 2.
+    Returns (U,); NaN where either half's map is constant over the shared bins or
+    fewer than 3 bins are shared (a silent unit, say)."""
+    positions = np.asarray(positions, dtype=float)
+    activations = np.asarray(activations, dtype=float)
+    if positions.ndim != 3 or positions.shape[-1] != 2:
+        raise ValueError(f"positions must be (walks, steps, 2), got {positions.shape}")
+    if activations.ndim != 3 or activations.shape[:2] != positions.shape[:2]:
+        raise ValueError(f"activations must be (walks, steps, units) matching positions "
+                         f"{positions.shape[:2]}, got {activations.shape}")
+    if positions.shape[0] < 2:
+        raise ValueError(f"split-half reliability needs at least 2 walks, got "
+                         f"{positions.shape[0]}")
+    halves = [ratemaps(positions[h::2].reshape(-1, 2),
+                       activations[h::2].reshape(-1, activations.shape[-1]),
+                       arena_size, nbins) for h in (0, 1)]
+    a, b = halves
+    shared = np.isfinite(a[0]) & np.isfinite(b[0])  # visits are the same for every unit
+    out = np.full(a.shape[0], np.nan)
+    if shared.sum() < 3:
+        return out
+    x, y = a[:, shared], b[:, shared]
+    x = x - x.mean(axis=1, keepdims=True)
+    y = y - y.mean(axis=1, keepdims=True)
+    sxx, syy = np.sum(x * x, axis=1), np.sum(y * y, axis=1)
+    sxy = np.sum(x * y, axis=1)
+    ok = (np.ptp(a[:, shared], axis=1) > 0) & (np.ptp(b[:, shared], axis=1) > 0)
+    out[ok] = sxy[ok] / np.sqrt(sxx[ok] * syy[ok])
+    return np.clip(out, -1.0, 1.0)
+
+
 def _lagged_sums(a, b):
     """sum_p a[p] * b[p + lag] at every integer lag, over the last two axes."""
     return signal.fftconvolve(b, a[..., ::-1, ::-1], mode="full", axes=(-2, -1))

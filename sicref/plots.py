@@ -10,7 +10,7 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .checkpoint import read_jsonl  # noqa: E402
-from .gridness import autocorrelogram  # noqa: E402
+from .gridness import RELIABILITY_THRESHOLD, autocorrelogram  # noqa: E402
 from .tries import try_name  # noqa: E402
 
 
@@ -52,9 +52,12 @@ def ratemap_grid(a, arena, out, name, max_units=128, cols=16):
         _imshow(ax, a["ratemaps"][u])
         s = a["scores"].score60[u]
         mod = a["labels"][u]
-        ax.set_title(f"{u} {'m' + str(mod) if mod >= 0 else ''}\n{s:.2f}", fontsize=6)
-    fig.suptitle(f"Ratemaps, {arena:g} m arena (unit, module, score60; sorted by module "
-                 f"then score)", fontsize=10)
+        r = a.get("reliability")
+        r = np.nan if r is None else r[u]
+        ax.set_title(f"{u} {'m' + str(mod) if mod >= 0 else ''}\n{s:.2f} r{r:.2f}",
+                     fontsize=6, color="black" if r >= RELIABILITY_THRESHOLD else "0.55")
+    fig.suptitle(f"Ratemaps, {arena:g} m arena (unit, module, score60, split-half r; grey: "
+                 f"r < {RELIABILITY_THRESHOLD}; sorted by module then score)", fontsize=10)
     return _save(fig, out, name)
 
 

@@ -5,7 +5,8 @@ import pytest
 
 from sicref.cli import main
 from sicref.config import preset, replace
-from sicref.evaluate import WalkConfig, distance_curve, path_invariance_error, random_walks
+from sicref.evaluate import (WalkConfig, distance_curve, headline, path_invariance_error,
+                             random_walks)
 from sicref.model import init_params
 from sicref.sweep import grid_configs, one_at_a_time_configs, parse_override
 from sicref.train import train
@@ -64,6 +65,20 @@ def test_evaluate_writes_every_file(tmp_path):
     assert all(n >= m["min_size"] for n in m["sizes"])
     assert m["period_mismatch"]["tolerance"] == 0.2 and not m["period_mismatch"]["excluded"]
     assert 0 <= m["period_mismatch"]["grid_units"] <= 8
+    # the split-half reading beside the rule agrees with the per-unit records
+    units = a["units"]
+    assert all(u["reliability"] is None or -1 <= u["reliability"] <= 1 for u in units)
+    rel = m["reliable"]
+
+    def ok(u):
+        return u["reliability"] is not None and u["reliability"] >= rel["threshold"]
+    assert rel["threshold"] == 0.5
+    assert rel["grid_units"] == sum(
+        ok(u) and u["score60"] is not None and u["score60"] > a["grid_threshold"]
+        for u in units)
+    assert rel["sizes"] == [sum(ok(u) and u["module"] == k for u in units)
+                            for k in range(len(m["sizes"]))]
+    assert all("split-half reliable" in line for line in headline(s)[:2])
     assert "relative" in s["path_invariance"] and s["distance_curve"]["neural"]
     # the output directory is not overwritten silently
     assert main(["evaluate", str(run), "--out", str(out)]) == 2

@@ -627,3 +627,92 @@ def test_spatial_coherence_is_invariant_to_affine_rescaling_of_rates(seed):
     m[rng.random((16, 16)) < 0.1] = np.nan
     a, b = rng.uniform(0.1, 10), rng.uniform(-5, 5)
     assert spatial_coherence(a * m + b) == pytest.approx(spatial_coherence(m), abs=1e-9)
+
+
+# -- split-half reliability ---------------------------------------------------------------
+
+def test_split_half_reliability_hand_computed():
+    from sicref.gridness import split_half_reliability
+    # arena of side 2, 2 x 2 bins: centres (-0.5, -0.5) bin 0, (0.5, -0.5) bin 1,
+    # (-0.5, 0.5) bin 2, (0.5, 0.5) bin 3 (row-major, [y, x])
+    c = {0: (-0.5, -0.5), 1: (0.5, -0.5), 2: (-0.5, 0.5), 3: (0.5, 0.5)}
+    # walk 0 (even half) visits bins 0, 1, 2, 3 with values 1, 2, 3, 5 (bin 3 twice: 4, 6)
+    # walk 1 (odd half) visits bins 0, 1, 2, 3 with values 2, 1, 4, 7
+    pos = np.array([[c[0], c[1], c[2], c[3], c[3]],
+                    [c[0], c[1], c[2], c[3], c[3]]], float)
+    act = np.array([[1, 2, 3, 4, 6], [2, 1, 4, 7, 7]], float)[..., None]
+    r = split_half_reliability(pos, act, 2.0, nbins=2)
+    expect = np.corrcoef([1, 2, 3, 5], [2, 1, 4, 7])[0, 1]
+    assert r.shape == (1,)
+    assert r[0] == pytest.approx(expect, abs=1e-12)
+
+
+def test_split_half_reliability_uses_only_bins_both_halves_visited():
+    from sicref.gridness import split_half_reliability
+    c = {0: (-0.5, -0.5), 1: (0.5, -0.5), 2: (-0.5, 0.5), 3: (0.5, 0.5)}
+    # the odd half never visits bin 3: the even half's value there must not count
+    pos = np.array([[c[0], c[1], c[2], c[3]], [c[0], c[1], c[2], c[2]]], float)
+    act = np.array([[1, 2, 3, 100], [1, 3, 2, 2]], float)[..., None]
+    r = split_half_reliability(pos, act, 2.0, nbins=2)
+    assert r[0] == pytest.approx(np.corrcoef([1, 2, 3], [1, 3, 2])[0, 1], abs=1e-12)
+
+
+def _walk_data(rng, n_walks=200, n_steps=100, arena=2.0):
+    from sicref.evaluate import WalkConfig, random_walks
+    _, pos = random_walks(rng, arena, WalkConfig(n_walks=n_walks, n_steps=n_steps))
+    return pos
+
+
+def test_split_half_reliability_separates_a_spatial_pattern_from_walk_noise():
+    from sicref.gridness import split_half_reliability
+    rng = np.random.default_rng(3)
+    pos = _walk_data(rng)
+    W, S, _ = pos.shape
+    k = 2 * np.pi / 0.6
+    angles = np.deg2rad([0, 60, 120])
+    lattice = sum(np.cos(k * (pos[..., 0] * np.cos(a) + pos[..., 1] * np.sin(a)))
+                  for a in angles)
+    grid = np.maximum(lattice, 0) + 0.3 * rng.standard_normal((W, S))  # a noisy lattice
+    noise = rng.random((W, S))  # no spatial pattern at all
+    # each walk its own pattern: a lattice shifted by a random offset per walk, so
+    # either half's map is a blur of many lattices unrelated to the other half's
+    shift = rng.uniform(0, 0.6, size=(W, 1, 2))
+    p = pos + shift
+    walk_own = np.maximum(sum(np.cos(k * (p[..., 0] * np.cos(a) + p[..., 1] * np.sin(a)))
+                              for a in angles), 0)
+    silent = np.zeros((W, S))
+    act = np.stack([grid, noise, walk_own, silent], axis=-1)
+    r = split_half_reliability(pos, act, 2.0, nbins=32)
+    assert r[0] > 0.8
+    assert abs(r[1]) < 0.15
+    assert r[2] < r[0] - 0.4
+    assert np.isnan(r[3])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10 ** 6), scale=st.floats(0.1, 10.0), offset=st.floats(-5, 5))
+def test_split_half_reliability_is_symmetric_and_affine_invariant(seed, scale, offset):
+    from sicref.gridness import split_half_reliability
+    rng = np.random.default_rng(seed)
+    pos = _walk_data(rng, n_walks=12, n_steps=40)
+    act = np.stack([np.sin(3 * pos[..., 0]) + 0.5 * rng.standard_normal(pos.shape[:2]),
+                    rng.standard_normal(pos.shape[:2])], axis=-1)
+    r = split_half_reliability(pos, act, 2.0, nbins=8)
+    # swapping the halves (walk 2i <-> 2i+1) swaps the two maps: the same correlation
+    order = np.arange(12).reshape(-1, 2)[:, ::-1].ravel()
+    swapped = split_half_reliability(pos[order], act[order], 2.0, nbins=8)
+    np.testing.assert_allclose(swapped, r, atol=1e-12)
+    # a positive affine change of a unit's activity leaves its reliability unchanged
+    moved = split_half_reliability(pos, scale * act + offset, 2.0, nbins=8)
+    np.testing.assert_allclose(moved, r, atol=1e-9)
+    assert np.all((r >= -1) & (r <= 1))
+
+
+def test_split_half_reliability_refuses_bad_shapes():
+    from sicref.gridness import split_half_reliability
+    with pytest.raises(ValueError, match="at least 2 walks"):
+        split_half_reliability(np.zeros((1, 5, 2)), np.zeros((1, 5, 3)), 2.0)
+    with pytest.raises(ValueError, match="positions must be"):
+        split_half_reliability(np.zeros((4, 2)), np.zeros((4, 1, 3)), 2.0)
+    with pytest.raises(ValueError, match="activations must be"):
+        split_half_reliability(np.zeros((4, 5, 2)), np.zeros((4, 6, 3)), 2.0)
