@@ -54,9 +54,10 @@ def ratemap_grid(a, arena, out, name, max_units=128, cols=16):
         mod = a["labels"][u]
         r = a.get("reliability")
         r = np.nan if r is None else r[u]
-        ax.set_title(f"{u} {'m' + str(mod) if mod >= 0 else ''}\n{s:.2f} r{r:.2f}",
+        r_text = f"r{r:.2f}" if np.isfinite(r) else "r -"
+        ax.set_title(f"{u} {'m' + str(mod) if mod >= 0 else ''}\n{s:.2f} {r_text}",
                      fontsize=6, color="black" if r >= RELIABILITY_THRESHOLD else "0.55")
-    fig.suptitle(f"Ratemaps, {arena:g} m arena (unit, module, score60, split-half r; grey: "
+    fig.suptitle(f"Ratemaps, {arena:g} m arena (unit, module, score60, split-half r; grey: none or "
                  f"r < {RELIABILITY_THRESHOLD}; sorted by module then score)", fontsize=10)
     return _save(fig, out, name)
 
