@@ -135,14 +135,11 @@ def split_half_reliability(positions, activations, arena_size, nbins=32):
     out = np.full(a.shape[0], np.nan)
     if shared.sum() < 3:
         return out
-    x, y = a[:, shared], b[:, shared]
-    x = x - x.mean(axis=1, keepdims=True)
-    y = y - y.mean(axis=1, keepdims=True)
-    sxx, syy = np.sum(x * x, axis=1), np.sum(y * y, axis=1)
-    sxy = np.sum(x * y, axis=1)
-    ok = (np.ptp(a[:, shared], axis=1) > 0) & (np.ptp(b[:, shared], axis=1) > 0)
-    out[ok] = sxy[ok] / np.sqrt(sxx[ok] * syy[ok])
-    return np.clip(out, -1.0, 1.0)
+    for u in range(len(out)):  # as in spatial_coherence: Pearson r, NaN for a flat map
+        x, y = a[u][shared], b[u][shared]
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            out[u] = np.corrcoef(x, y)[0, 1]
+    return out
 
 
 def _lagged_sums(a, b):
