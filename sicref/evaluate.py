@@ -9,6 +9,7 @@ import functools
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Optional
 
@@ -135,10 +136,25 @@ def random_walks(rng, arena_size, walk=WalkConfig()):
     return velocities, positions
 
 
-def rollout_chunked(params, velocities, norm_eps, chunk=50):
-    """States (W, S, N) for long walks, a few walks at a time to bound memory."""
-    parts = [rollout(params, velocities[i:i + chunk], norm_eps)[1]
-             for i in range(0, len(velocities), chunk)]
+def rollout_chunked(params, velocities, norm_eps, chunk=50, workers=1):
+    """States (W, S, N) for long walks, a few walks at a time to bound memory.
+
+    workers > 1 rolls the chunks out in that many threads (NumPy's matrix products,
+    most of the time here, release the GIL). Each chunk is computed as it is with one
+    worker and the chunks are joined in walk order, so the states are the same to the
+    bit for any `workers`: it changes the wall time, not the result."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    starts = range(0, len(velocities), chunk)
+
+    def part(i):
+        return rollout(params, velocities[i:i + chunk], norm_eps)[1]
+
+    if workers == 1 or len(starts) == 1:
+        parts = [part(i) for i in starts]
+    else:
+        with ThreadPoolExecutor(max_workers=min(workers, len(starts))) as pool:
+            parts = list(pool.map(part, starts))
     return np.concatenate(parts, axis=0)
 
 
@@ -234,14 +250,16 @@ def assign_modules(period_m, is_grid, coherence, min_ratio=1.2, rule=ModuleRule(
 
 
 def analyse_arena(params, cfg, arena_size, rng, nbins=32, walk=WalkConfig(),
-                  threshold=GRID_THRESHOLD, min_ratio=1.2, modules=ModuleRule()):
+                  threshold=GRID_THRESHOLD, min_ratio=1.2, modules=ModuleRule(),
+                  workers=1):
     """SPEC §7.1-§7.6 in one arena. Returns (summary dict, arrays dict).
 
     Modules follow `modules` (a ModuleRule, see assign_modules): grid units with
     incoherent maps are not clustered (counted under modules.incoherent), and groups
-    under the minimum size are listed under modules.left_out."""
+    under the minimum size are listed under modules.left_out. workers: threads for the
+    walks' rollout (rollout_chunked; the result does not depend on it)."""
     velocities, positions = random_walks(rng, arena_size, walk)
-    states = rollout_chunked(params, velocities, cfg.model.norm_eps)
+    states = rollout_chunked(params, velocities, cfg.model.norm_eps, workers=workers)
     maps = ratemaps(positions.reshape(-1, 2), states.reshape(-1, states.shape[-1]),
                     arena_size, nbins)
     scores = grid_scores(maps)
@@ -337,8 +355,9 @@ def arena_bins(arena_size, nbins=32, bin_size=None):
 
 def evaluate(params, cfg, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
              walk=WalkConfig(), threshold=GRID_THRESHOLD, bin_size=None,
-             modules=ModuleRule()):
-    """SPEC §7 for every arena; returns (summary, {arena: arrays})."""
+             modules=ModuleRule(), workers=1):
+    """SPEC §7 for every arena; returns (summary, {arena: arrays}). workers: threads
+    for the walks' rollouts (rollout_chunked; the result does not depend on it)."""
     rng = np.random.default_rng(seed)
     summary = {"seed": seed, "nbins": nbins, "bin_size": bin_size, "walk": walk.__dict__,
                "arenas": {}}
@@ -346,7 +365,7 @@ def evaluate(params, cfg, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
     for L in arenas:
         n = arena_bins(float(L), nbins, bin_size)
         s, a = analyse_arena(params, cfg, float(L), rng, n, walk, threshold,
-                             modules=modules)
+                             modules=modules, workers=workers)
         s["nbins"] = n
         summary["arenas"][_arena_key(L)] = s
         arrays[float(L)] = a
@@ -439,11 +458,13 @@ def _earlier_summary(out, request, log):
 
 def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
                  overwrite=False, walk=WalkConfig(), log=print, bin_size=None,
-                 modules=ModuleRule(), reuse=False):
+                 modules=ModuleRule(), reuse=False, workers=1):
     """Evaluate a run directory or checkpoint; write the figures, then summary.json, to
     out. reuse: when out/summary.json already answers the same request (the same
     checkpoint bytes, settings and sicref code, code_id; its figures there), return it
-    without evaluating again (a continued `sicref run`); implies overwrite."""
+    without evaluating again (a continued `sicref run`); implies overwrite. workers:
+    threads for the walks' rollouts; not part of the request, since the result does not
+    depend on it."""
     from . import plots
 
     path = resolve_checkpoint(source)
@@ -466,7 +487,7 @@ def evaluate_run(source, out, arenas=(1.0, 2.0, 3.0, 4.0), nbins=32, seed=0,
     cfg = state["config"]
     log(f"evaluating {path} (step {state['step']}) in arenas {list(arenas)} m")
     summary, arrays = evaluate(state["params"], cfg, arenas, nbins, seed, walk,
-                               bin_size=bin_size, modules=modules)
+                               bin_size=bin_size, modules=modules, workers=workers)
     summary["checkpoint"] = os.path.abspath(path)
     summary["step"] = state["step"]
     metrics = _metrics_path(path)
@@ -488,12 +509,14 @@ def checkpoint_steps(run_dir):
 
 
 def checkpoint_reading(path, arena_size=2.0, nbins=32, seed=0,
-                       walk=WalkConfig(n_walks=100), modules=ModuleRule(), earlier=()):
+                       walk=WalkConfig(n_walks=100), modules=ModuleRule(), earlier=(),
+                       workers=1):
     """Grid fraction, modules and median score60 of one checkpoint (a row of
     gridness_over_training). The walks are drawn from `seed` afresh for every
     checkpoint, so a checkpoint reads the same whenever it is read. earlier: rows read
     before (over_training.json); one with the same request (checkpoint bytes, settings,
-    sicref code) is returned as it is, not read again."""
+    sicref code) is returned as it is, not read again. workers: threads for the rollout
+    (not part of the request; the reading does not depend on it)."""
     state = load_checkpoint(path)  # a missing or corrupt checkpoint is refused first
     request = _request(path, arena=arena_size, nbins=nbins, seed=seed, walk=walk,
                        modules=modules)
@@ -501,7 +524,8 @@ def checkpoint_reading(path, arena_size=2.0, nbins=32, seed=0,
         if isinstance(row, dict) and row.get("request") == request:
             return row
     s, _ = analyse_arena(state["params"], state["config"], arena_size,
-                         np.random.default_rng(seed), nbins, walk, modules=modules)
+                         np.random.default_rng(seed), nbins, walk, modules=modules,
+                         workers=workers)
     return {"step": state["step"], "walk": dict(walk.__dict__),
             "grid_fraction": s["grid_fraction"],
             "hexagonal_fraction": s["hexagonal_fraction"],
@@ -528,7 +552,7 @@ def reading_line(row, earlier=()):
 
 def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
                            walk=WalkConfig(n_walks=100), log=print,
-                           modules=ModuleRule(), earlier=()):
+                           modules=ModuleRule(), earlier=(), workers=1):
     """Grid fraction, modules and median score60 of every checkpoint of a run (SPEC §10:
     gridness is not monotonic in training, so watch it over checkpoints). earlier:
     rows read before, reused where they answer the same request (checkpoint_reading)."""
@@ -536,7 +560,7 @@ def gridness_over_training(run_dir, arena_size=2.0, nbins=32, seed=0,
     for step in checkpoint_steps(run_dir):
         rows.append(checkpoint_reading(
             os.path.join(run_dir, "checkpoints", f"step_{step}.npz"), arena_size, nbins,
-            seed, walk, modules, earlier))
+            seed, walk, modules, earlier, workers))
         log(reading_line(rows[-1], earlier))
     return rows
 
@@ -550,13 +574,14 @@ def save_over_training(rows, out, arena_size=2.0):
 
 
 def write_over_training(run_dir, out, arena_size=2.0, nbins=32, seed=0, log=print,
-                        modules=ModuleRule(), walk=WalkConfig(n_walks=100), reuse=False):
+                        modules=ModuleRule(), walk=WalkConfig(n_walks=100), reuse=False,
+                        workers=1):
     """gridness_over_training, saved as over_training.json and over_training.png.
     reuse: keep the rows of an earlier out/over_training.json that answer the same
     request (a continued `sicref run`)."""
     earlier = earlier_readings(out, log) if reuse else ()
     rows = gridness_over_training(run_dir, arena_size, nbins, seed, walk, log=log,
-                                  modules=modules, earlier=earlier)
+                                  modules=modules, earlier=earlier, workers=workers)
     save_over_training(rows, out, arena_size)
     return rows
 
@@ -645,6 +670,10 @@ def add_evaluate_commands(sub):
                    help="cluster into modules only the grid units whose SAC period and "
                    "spectral period (SPEC §7.5) differ by at most this relative amount, "
                    "e.g. 0.2; default: off (the mismatches are reported either way)")
+    p.add_argument("--workers", type=int, default=1, metavar="W",
+                   help="threads that roll the walks out side by side; the result is the "
+                   "same to the bit for any W. With --threads 1, W = the number of cores "
+                   "is fastest; default %(default)s")
     add_threads_arg(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -658,6 +687,8 @@ def _cmd_evaluate(args):
         raise ValueError(f"--bin-size must be > 0 metres, got {args.bin_size}")
     if args.walks < 2:
         raise ValueError(f"--walks must be >= 2, got {args.walks}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.walk_steps <= START_STEPS:
         raise ValueError(f"--walk-steps must be > {START_STEPS} (the start-share window "
                          f"of the module rule), got {args.walk_steps}")
@@ -668,10 +699,10 @@ def _cmd_evaluate(args):
     evaluate_run(args.source, args.out, tuple(args.arena), args.nbins, args.seed,
                  args.overwrite, bin_size=args.bin_size,
                  walk=WalkConfig(n_walks=args.walks, n_steps=args.walk_steps),
-                 modules=modules)
+                 modules=modules, workers=args.workers)
     if args.over_training:
         write_over_training(args.source, args.out, args.arena[0], args.nbins, args.seed,
-                            modules=modules,
+                            modules=modules, workers=args.workers,
                             walk=WalkConfig(n_walks=args.walks // 2,
                                             n_steps=args.walk_steps))
     return 0

@@ -151,13 +151,15 @@ def main_job(preset_name=DEFAULT_PRESET, out="runs/default", seed=DEFAULT_SEED, 
     eval_dir = os.path.join(out, "evaluation")
     log(f"evaluating {try_name(rows[chosen])}" + (", rescaled" if is_rescaled else "")
         + f" ({run_dir})")
+    # the tries are over: the evaluation and the readings use every core the tries did
+    # (`jobs` threads for the walks' rollouts; the results do not depend on it)
     summary = evaluate_run(run_dir, eval_dir, MAIN_ARENAS, seed=cfg.train.seed,
                            overwrite=True, log=log, bin_size=MAIN_BIN_SIZE, reuse=True,
-                           **walks)
+                           workers=jobs, **walks)
     # SPEC §10: gridness is not monotonic in training; show it for every checkpoint.
     log("gridness of every checkpoint (2 m arena):")
     write_over_training(run_dir, eval_dir, 2.0, seed=cfg.train.seed, log=log, reuse=True,
-                        **readings)
+                        workers=jobs, **readings)
     if len(rows) > 1:
         tries_plot(rows, cfg.optim.anneal_grid_fraction, eval_dir, "tries.png")
     log(f"figures and summary.json in {eval_dir}")
@@ -251,11 +253,11 @@ def train_stage(source, summary, out, steps, seed, log, until_two=False,
     return run_dir, layout, rows, False
 
 
-def evaluate_stage(run_dir, layout, rows, early, steps, seed, log):
+def evaluate_stage(run_dir, layout, rows, early, steps, seed, log, workers=1):
     """Evaluate the stage checkpoint that sicref.grow.pick_checkpoint picks from the
     readings (GROW_WALK, GROW_MODULES, the main arenas, walks from `seed`) into the
-    evaluation directory beside run_dir. Returns (evaluation dir, summary, headline
-    lines)."""
+    evaluation directory beside run_dir, its walks rolled out in `workers` threads.
+    Returns (evaluation dir, summary, headline lines)."""
     eval_dir = os.path.join(os.path.dirname(run_dir), "evaluation")
     stop = (f"stopped at step {rows[-1]['step']} of at most {steps}, "
             f"{grow_module.GROW_CONFIRM} readings in a row with two modules; "
@@ -269,7 +271,7 @@ def evaluate_stage(run_dir, layout, rows, early, steps, seed, log):
     grown = evaluate_run(os.path.join(run_dir, "checkpoints", f"step_{step}.npz"),
                          eval_dir, MAIN_ARENAS, seed=seed, overwrite=True, log=log,
                          bin_size=MAIN_BIN_SIZE, walk=GROW_WALK, modules=GROW_MODULES,
-                         reuse=True)
+                         reuse=True, workers=workers)
     periods = ", ".join(f"{p:.2f}" for p in last["modules"]["periods"]) or "none"
     seq_len = load_config(os.path.join(run_dir, "config.json")).data.seq_len
     lines = [f"grow: {len(layout['freed'])} units freed, trained to step {last['step']} "
@@ -295,7 +297,7 @@ def grow_stage(row, summary, out, steps, seed, log, until_two=False, lanes=1, jo
     else:
         trained = train_stage(row["run_dir"], summary, os.path.join(out, "grow"), steps,
                               seed, log, until_two=until_two)
-    return evaluate_stage(*trained, steps, seed, log)
+    return evaluate_stage(*trained, steps, seed, log, workers=jobs)
 
 
 def tries_lines(rows, chosen):

@@ -269,6 +269,42 @@ def test_walk_count_and_length_are_chosen_and_recorded(tmp_path, capsys):
     assert not (tmp_path / "bad").exists()  # refused before any work
 
 
+def test_rollout_threads_change_the_wall_time_not_the_states():
+    from sicref.evaluate import rollout_chunked
+    from sicref.model import rollout
+
+    cfg = preset("tiny")
+    params = init_params(np.random.default_rng(3), cfg.model.n_units, cfg.model.hidden)
+    v, _ = random_walks(np.random.default_rng(4), 2.0, WalkConfig(n_walks=7, n_steps=25))
+    # one chunk per walk, in order: the states a sequential loop would give
+    one_by_one = np.concatenate([rollout(params, v[i:i + 2], cfg.model.norm_eps)[1]
+                                 for i in range(0, 7, 2)])
+    for workers in (1, 2, 3, 8):
+        got = rollout_chunked(params, v, cfg.model.norm_eps, chunk=2, workers=workers)
+        assert got.shape == (7, 25, cfg.model.n_units)
+        np.testing.assert_array_equal(got, one_by_one)  # walk order kept, to the bit
+    whole = rollout(params, v, cfg.model.norm_eps)[1]  # all walks at once: BLAS may
+    np.testing.assert_allclose(got, whole, rtol=1e-12, atol=1e-12)  # sum in another order
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        rollout_chunked(params, v, cfg.model.norm_eps, workers=0)
+
+
+def test_evaluate_workers_give_the_same_summary(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(replace(preset("tiny"), train={"steps": 10, "checkpoint_every": 5}), run,
+          log=lambda s: None)
+    common = ["evaluate", str(run), "--arena", "2", "3", "--nbins", "16", "--walks", "120",
+              "--walk-steps", "30", "--over-training"]
+    for w in ("1", "3"):
+        assert main(common + ["--workers", w, "--out", str(tmp_path / f"w{w}")]) == 0
+    for name in ("summary.json", "over_training.json"):
+        one, three = ((tmp_path / d / name).read_text() for d in ("w1", "w3"))
+        assert one == three  # figures list and request included: workers is not asked
+    assert main(common + ["--workers", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_period_consistency_counts_grid_units_within_ten_percent():
     from sicref.evaluate import period_consistency
 
