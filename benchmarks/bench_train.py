@@ -11,6 +11,7 @@ start-up and imports), its steps/s over the whole process, and the largest peak 
 
     python3 benchmarks/bench_train.py                       # laptop preset, 1 and 2 jobs
     python3 benchmarks/bench_train.py --jobs 2 --steps 1000 --repeats 5 --json out.json
+    python3 benchmarks/bench_train.py --jobs 2 --seq-len 45     # the stage's T
 
 Run it on an otherwise idle machine: two jobs on two cores measure the main job's
 setting only when nothing else competes for the cores.
@@ -32,11 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def write_config(path, preset_name, steps, seed):
+def write_config(path, preset_name, steps, seed, seq_len=None):
     from sicref.config import config_to_dict, preset, replace
 
     cfg = replace(preset(preset_name), optim={"anneal_lr": 0.0, "anneal_give_up": 0},
                   train={"steps": steps, "seed": seed})
+    if seq_len is not None:
+        cfg = replace(cfg, data={"seq_len": seq_len})
     with open(path, "w") as f:
         json.dump(config_to_dict(cfg), f)
 
@@ -44,13 +47,13 @@ def write_config(path, preset_name, steps, seed):
 MALLOC_NAMES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
-def one_repeat(preset_name, steps, jobs, repeat, workdir, plain_malloc=False):
+def one_repeat(preset_name, steps, jobs, repeat, workdir, plain_malloc=False, seq_len=None):
     from sicref.train import train_command
 
     procs = []
     for j in range(jobs):
         cfg_path = os.path.join(workdir, f"r{repeat}_j{j}.json")
-        write_config(cfg_path, preset_name, steps, seed=j)
+        write_config(cfg_path, preset_name, steps, seed=j, seq_len=seq_len)
         cmd, env = train_command(cfg_path, os.path.join(workdir, f"r{repeat}_j{j}"), threads=1)
         if plain_malloc:
             for name in MALLOC_NAMES:
@@ -78,14 +81,20 @@ def main(argv=None):
     ap.add_argument("--plain-malloc", action="store_true",
                     help="drop the glibc MALLOC_* settings the main job's tries get "
                          "(sicref.train.MALLOC_ENV), and any in this environment")
+    ap.add_argument("--seq-len", type=int, default=None,
+                    help="trajectory length T (default: the preset's; the redrawn tries "
+                         "and the stage after a rescale train at 45)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.repeats < 1 or min(args.jobs) < 1:
         ap.error("--steps, --repeats and --jobs must be at least 1")
+    if args.seq_len is not None and args.seq_len < 1:
+        ap.error(f"--seq-len must be at least 1, got {args.seq_len}")
 
     results = []
     malloc = "plain malloc" if args.plain_malloc else "MALLOC_* as the main job"
-    print(f"# sicref train, preset {args.preset}, {args.steps} steps, one BLAS thread per "
+    t_note = f", T = {args.seq_len}" if args.seq_len is not None else ""
+    print(f"# sicref train, preset {args.preset}{t_note}, {args.steps} steps, one BLAS thread per "
           f"process, {malloc}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs")
     print("| jobs | median wall s | median steps/s per process | peak RSS MiB | repeats |")
@@ -94,8 +103,10 @@ def main(argv=None):
         runs = []
         for r in range(args.repeats):
             with tempfile.TemporaryDirectory() as d:
-                runs.append(one_repeat(args.preset, args.steps, jobs, r, d, args.plain_malloc))
-        row = {"jobs": jobs, "steps": args.steps, "preset": args.preset, "repeats": runs,
+                runs.append(one_repeat(args.preset, args.steps, jobs, r, d, args.plain_malloc,
+                                       args.seq_len))
+        row = {"jobs": jobs, "steps": args.steps, "preset": args.preset,
+               "seq_len": args.seq_len, "repeats": runs,
                "median_wall_s": statistics.median(x["wall_s"] for x in runs),
                "median_steps_per_s": statistics.median(x["steps_per_s"] for x in runs),
                "peak_rss_mb": max(x["peak_rss_mb"] for x in runs)}

@@ -12,6 +12,7 @@ memory-bounded blockwise form is `sicref.fastloss`; `LossConfig.method` picks on
 
 import autograd.numpy as np
 import numpy as onp
+from autograd.tracer import getval
 
 PARTS = ("separation", "invariance", "capacity", "conformal_isometry")
 
@@ -116,10 +117,15 @@ def sic_loss(states, positions, cfg, velocities=None, initial_state=None):
     sep, inv = pair_terms(g, x, cfg)
     cap = capacity_loss(g)
     if velocities is not None and initial_state is not None:
+        if cfg.lambda_coniso == 0:
+            # reported, not trained: its gradient would be all zeros (the same total and
+            # gradient to the bit), so it is computed outside the graph
+            states, initial_state = getval(states), getval(initial_state)
         coniso = conformal_isometry_loss(states, initial_state, velocities, cfg.sigma_x,
                                          cfg.reduction)
     else:
         coniso = 0.0
-    total = (cfg.lambda_sep * sep + cfg.lambda_inv * inv + cfg.lambda_cap * cap
-             + cfg.lambda_coniso * coniso)
+    total = cfg.lambda_sep * sep + cfg.lambda_inv * inv + cfg.lambda_cap * cap
+    if cfg.lambda_coniso != 0:
+        total = total + cfg.lambda_coniso * coniso
     return total, dict(zip(PARTS, (sep, inv, cap, coniso)))

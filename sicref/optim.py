@@ -15,12 +15,14 @@ def global_norm(grads):
     return math.sqrt(sum(float(np.sum(g * g)) for g in grads.values()))
 
 
-def clip_by_global_norm(grads, max_norm):
+def clip_by_global_norm(grads, max_norm, norm=None):
     """Scale grads so that their global norm is at most max_norm (0 disables).
 
-    Returns (clipped grads, norm before clipping).
+    norm: global_norm(grads) when the caller has it already. Returns (clipped grads,
+    norm before clipping).
     """
-    norm = global_norm(grads)
+    if norm is None:
+        norm = global_norm(grads)
     if max_norm <= 0 or norm <= max_norm:
         return grads, norm
     scale = max_norm / norm
@@ -49,8 +51,17 @@ def adamw_init(params):
 CHUNK = 1 << 15  # elements per chunk of the AdamW update (256 KiB: stays in cache)
 
 
+def _buffer(a, inplace):
+    """Where an updated array is written: a itself when updating in place and a can
+    take it (a C-contiguous, writable float64 array), else a new array."""
+    if (inplace and isinstance(a, np.ndarray) and a.dtype == np.float64
+            and a.flags.c_contiguous and a.flags.writeable):
+        return a.reshape(-1)
+    return np.empty(np.size(a))
+
+
 def adamw_update(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8,
-                 weight_decay=0.0):
+                 weight_decay=0.0, inplace=False):
     """One AdamW step (Loshchilov & Hutter): decoupled weight decay, bias-corrected moments.
 
         m <- beta1 m + (1 - beta1) g,   v <- beta2 v + (1 - beta2) g g,
@@ -60,24 +71,34 @@ def adamw_update(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8,
     Returns (new params, new state); the inputs are not modified. The arithmetic is
     elementwise in exactly this order, done chunk by chunk so that the dozen passes
     over a large parameter stay in cache (the MLP's last layer has N^2 H entries).
+
+    inplace=True writes the new parameters and moments into the arrays of params and
+    state (those that are C-contiguous float64 and writable; others get new arrays) and
+    returns dicts holding them: the same bits, with no new arrays to write to (about 2
+    ms of a `laptop` step, docs/performance.md). The training loop uses it; anything
+    else holding those arrays sees them change.
     """
     t = state["t"] + 1
     new_params, m_new, v_new = {}, {}, {}
     c1 = 1.0 - beta1 ** t
     c2 = 1.0 - beta2 ** t
-    step_buf, denom_buf = np.empty(CHUNK), np.empty(CHUNK)
-    for k, p in params.items():
-        p = np.asarray(p, dtype=np.float64)
-        flat_p = p.ravel()
-        flat_g = np.asarray(grads[k], dtype=np.float64).ravel()
-        flat_m0 = np.asarray(state["m"][k], dtype=np.float64).ravel()
-        flat_v0 = np.asarray(state["v"][k], dtype=np.float64).ravel()
+    step_buf, denom_buf, decay_buf = np.empty(CHUNK), np.empty(CHUNK), np.empty(CHUNK)
+    for k, p0 in params.items():
+        shape = np.shape(p0)
+        out_p = _buffer(p0, inplace)
+        out_m = _buffer(state["m"][k], inplace)
+        out_v = _buffer(state["v"][k], inplace)
+        # out_* may be the inputs' own memory: every input chunk below is read before
+        # (or, elementwise, while) the same chunk of its output is written
+        flat_p = np.asarray(p0, dtype=np.float64).reshape(-1)
+        flat_g = np.asarray(grads[k], dtype=np.float64).reshape(-1)
+        flat_m0 = np.asarray(state["m"][k], dtype=np.float64).reshape(-1)
+        flat_v0 = np.asarray(state["v"][k], dtype=np.float64).reshape(-1)
         n = flat_p.size
-        out_p, out_m, out_v = np.empty(n), np.empty(n), np.empty(n)
         for s in range(0, n, CHUNK):
             e = min(s + CHUNK, n)
             g, m, v, q = flat_g[s:e], out_m[s:e], out_v[s:e], out_p[s:e]
-            step, denom = step_buf[:e - s], denom_buf[:e - s]
+            step, denom, decay = step_buf[:e - s], denom_buf[:e - s], decay_buf[:e - s]
             np.multiply(beta1, flat_m0[s:e], out=m)
             np.multiply(1.0 - beta1, g, out=step)
             m += step
@@ -91,11 +112,11 @@ def adamw_update(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8,
             np.divide(m, c1, out=step)
             step *= lr
             step /= denom
-            np.multiply(lr * weight_decay, flat_p[s:e], out=q)
-            np.subtract(flat_p[s:e], q, out=q)
+            np.multiply(lr * weight_decay, flat_p[s:e], out=decay)
+            np.subtract(flat_p[s:e], decay, out=q)
             q -= step
-        new_params[k] = out_p.reshape(p.shape)
-        m_new[k], v_new[k] = out_m.reshape(p.shape), out_v.reshape(p.shape)
+        new_params[k] = out_p.reshape(shape)
+        m_new[k], v_new[k] = out_m.reshape(shape), out_v.reshape(shape)
     return new_params, {"t": t, "m": m_new, "v": v_new}
 
 

@@ -22,7 +22,7 @@ from .data import sample_batch
 from .losses import PARTS, sic_loss
 from .model import init_params, rollout_permuted
 from .optim import (adamw_init, adamw_update, all_finite, clip_by_global_norm,
-                    mean_of_grads, plateau_init, plateau_update)
+                    global_norm, mean_of_grads, plateau_init, plateau_update)
 
 
 class TrainingError(RuntimeError):
@@ -60,28 +60,34 @@ def batch_seq_len(d, k):
     return d.seq_len_alt if d.seq_len_alt > 0 and k % 2 else d.seq_len
 
 
-def train_step(params, opt_state, plateau, rng, cfg, step, lr_scale=1.0):
+def train_step(params, opt_state, plateau, rng, cfg, step, lr_scale=1.0, inplace=False):
     """SPEC §5: accumulate k batches, clip, AdamW, plateau. Raises TrainingError on
     a non-finite loss or gradient (parameters are then left unchanged). lr_scale
-    multiplies the learning rate (the annealing stage's decay)."""
+    multiplies the learning rate (the annealing stage's decay). inplace: AdamW writes
+    into the arrays of params and opt_state (sicref.optim.adamw_update), as the
+    training loop does; the result is the same to the bit."""
     d, o = cfg.data, cfg.optim
     grads_list, values_list = [], []
     for i in range(o.accumulation):
         seq_len = batch_seq_len(d, (step - 1) * o.accumulation + i)
         batch = sample_batch(rng, d.batch_size, seq_len, d.vmax, d.mode)
         values, grads = loss_and_grad(params, batch, cfg)
-        if not (np.isfinite(values["total"]) and all_finite(grads)):
+        # one batch: its gradient's norm is the one clipped below, and a finite norm
+        # means finite entries, so the elementwise check runs only when it is not
+        norm = global_norm(grads) if o.accumulation == 1 else None
+        if not (np.isfinite(values["total"])
+                and ((norm is not None and np.isfinite(norm)) or all_finite(grads))):
             bad = [k for k, v in values.items() if not np.isfinite(v)]
             bad += [f"grad[{k}]" for k, g in grads.items() if not np.all(np.isfinite(g))]
             raise TrainingError(f"non-finite values at step {step}: {', '.join(bad)}")
         grads_list.append(grads)
         values_list.append(values)
     grads = mean_of_grads(grads_list)
-    grads, grad_norm = clip_by_global_norm(grads, o.clip_norm)
+    grads, grad_norm = clip_by_global_norm(grads, o.clip_norm, norm)
     lr_used = lr_scale * learning_rate(plateau["lr"], step, o.lr_half_life, o.lr_drop_step,
                                        o.lr_drop_factor)
     params, opt_state = adamw_update(params, grads, opt_state, lr_used, o.beta1,
-                                     o.beta2, o.eps, o.weight_decay)
+                                     o.beta2, o.eps, o.weight_decay, inplace=inplace)
     values = {k: float(np.mean([v[k] for v in values_list])) for k in values_list[0]}
     plateau = plateau_update(plateau, values["total"], o.plateau_factor,
                              o.plateau_patience, o.plateau_window, o.plateau_threshold,
@@ -271,7 +277,7 @@ def train(cfg, out, resume=None, overwrite=False, log=None, max_seconds=None,
             try:
                 params, opt_state, plateau, values = train_step(
                     params, opt_state, plateau, rng, cfg, step,
-                    _anneal_scale(cfg, schedule, step))
+                    _anneal_scale(cfg, schedule, step), inplace=True)
             except TrainingError as e:
                 where = last_good or "none (no checkpoint written yet)"
                 raise TrainingError(f"{e}; training stopped. Last good checkpoint: "

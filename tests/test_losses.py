@@ -110,3 +110,39 @@ def test_total_is_the_weighted_sum_of_parts():
     expected = (0.7 * parts["separation"] + 0.3 * parts["invariance"]
                 + 0.2 * parts["capacity"] + 0.01 * parts["conformal_isometry"])
     assert total == pytest.approx(expected, rel=1e-12)
+
+
+def _in_graph_total(states, x, cfg, v, g0):
+    """The total with the conformal-isometry term always in the graph (weight and all),
+    written out from the parts: what sic_loss computed before it skipped a zero weight."""
+    from sicref.losses import pair_terms
+
+    n = states.shape[-1]
+    g = np.reshape(states, (-1, n))
+    sep, inv = pair_terms(g, np.reshape(x, (-1, 2)), cfg)
+    con = conformal_isometry_loss(states, g0, v, cfg.sigma_x, cfg.reduction)
+    return (cfg.lambda_sep * sep + cfg.lambda_inv * inv
+            + cfg.lambda_cap * capacity_loss(g) + cfg.lambda_coniso * con)
+
+
+@pytest.mark.parametrize("method", ["fast", "reference"])
+def test_zero_coniso_weight_gives_the_same_bits_and_still_reports_the_term(method):
+    from autograd import grad
+
+    rng = np.random.default_rng(3)
+    g0 = norm_relu(rng.normal(size=6))
+    states = norm_relu(rng.normal(size=(3, 7, 6)))
+    v = rng.uniform(-0.1, 0.1, size=(3, 7, 2))
+    x = np.cumsum(v, axis=1)
+    for weight in (0.0, 0.05):
+        cfg = LossConfig(sigma_x=0.1, lambda_coniso=weight, method=method)
+        total, parts = sic_loss(states, x, cfg, v, g0)
+        assert total == _in_graph_total(states, x, cfg, v, g0)
+        assert parts["conformal_isometry"] == conformal_isometry_loss(states, g0, v, 0.1)
+        assert parts["conformal_isometry"] > 0
+        d_new = grad(lambda s: sic_loss(s, x, cfg, v, g0)[0])(states)
+        d_old = grad(lambda s: _in_graph_total(s, x, cfg, v, g0))(states)
+        np.testing.assert_array_equal(d_new, d_old)
+    # and a nonzero weight does move the gradient: the term is trained, not only reported
+    d0 = grad(lambda s: sic_loss(s, x, LossConfig(sigma_x=0.1, method=method), v, g0)[0])(states)
+    assert not np.array_equal(d0, d_new)

@@ -124,3 +124,45 @@ def test_plateau_respects_min_lr():
         s = plateau_update(s, 1.0, factor=0.1, patience=0, window=1, threshold=0,
                            min_lr=5e-4)
     assert s["lr"] == 5e-4
+
+
+@pytest.mark.parametrize("chunk", [5, 1 << 15])
+def test_adamw_in_place_gives_the_same_bits_in_the_same_arrays(monkeypatch, chunk):
+    import sicref.optim as optim
+    monkeypatch.setattr(optim, "CHUNK", chunk)
+    rng = np.random.default_rng(4)
+    shapes = {"big": (7, 13), "odd": (23,), "scalar": ()}
+    p = {k: rng.normal(size=s) for k, s in shapes.items()}
+    kw = dict(lr=3e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
+    pure_p, pure_state = {k: v.copy() for k, v in p.items()}, adamw_init(p)
+    state = adamw_init(p)
+    arrays = [p[k] for k in shapes] + [state[m][k] for m in ("m", "v") for k in shapes]
+    for _ in range(3):
+        g = {k: rng.normal(size=s) for k, s in shapes.items()}
+        p, state = optim.adamw_update(p, g, state, inplace=True, **kw)
+        pure_p, pure_state = optim.adamw_update(pure_p, g, pure_state, **kw)
+        now = [p[k] for k in shapes] + [state[m][k] for m in ("m", "v") for k in shapes]
+        for k in shapes:
+            assert p[k].shape == shapes[k]
+            assert np.array_equal(p[k], pure_p[k])
+            assert np.array_equal(state["m"][k], pure_state["m"][k])
+            assert np.array_equal(state["v"][k], pure_state["v"][k])
+        assert all(np.shares_memory(a, b) for a, b in zip(arrays, now))
+    assert state["t"] == 3
+
+
+def test_adamw_in_place_leaves_arrays_it_cannot_write_alone():
+    base = np.arange(12.0).reshape(3, 4)
+    strided = base[:, ::2]  # not contiguous: a reshape of it would be a copy
+    frozen = np.array([1.0, -2.0])
+    frozen.flags.writeable = False
+    p = {"s": strided, "f": frozen, "i": np.array([1, 2])}
+    g = {k: np.ones(np.shape(v)) for k, v in p.items()}
+    copies = {k: np.array(v) for k, v in p.items()}
+    state = adamw_init({k: np.asarray(v, dtype=float) for k, v in p.items()})
+    new, _ = adamw_update(p, g, state, lr=0.1, inplace=True)
+    pure, _ = adamw_update(copies, g, adamw_init({k: np.asarray(v, dtype=float)
+                                                  for k, v in copies.items()}), lr=0.1)
+    for k in p:
+        assert np.array_equal(p[k], copies[k])  # untouched
+        assert np.array_equal(new[k], pure[k]) and new[k].shape == np.shape(p[k])

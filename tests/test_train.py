@@ -420,3 +420,39 @@ def test_a_resume_under_other_blas_thread_settings_says_so(tmp_path, monkeypatch
                        state["config"], state["schedule"])
     assert ck.load_checkpoint(run)["blas_threads"] is None
     assert resume(one, 5) == []
+
+
+def test_non_finite_gradient_with_a_finite_loss_stops_training(tmp_path, monkeypatch):
+    import sicref.train as tr
+
+    real = tr.loss_and_grad
+    calls = {"n": 0}
+
+    def poisoned(params, batch, cfg):
+        calls["n"] += 1
+        values, grads = real(params, batch, cfg)
+        if calls["n"] == 7:
+            grads["mlp/W1"] = grads["mlp/W1"].copy()
+            grads["mlp/W1"][0, 0] = np.inf
+        return values, grads
+
+    monkeypatch.setattr(tr, "loss_and_grad", poisoned)
+    with pytest.raises(TrainingError) as err:
+        train(tiny(20), tmp_path / "run", **QUIET)
+    assert "step 7" in str(err.value) and "grad[mlp/W1]" in str(err.value)
+
+
+def test_the_loops_in_place_steps_equal_pure_train_steps(tmp_path):
+    """train() updates its arrays in place (adamw_update(inplace=True)); the same steps
+    taken with the pure train_step from the same start give the same bits."""
+    from sicref.optim import adamw_init, plateau_init
+    from sicref.train import train_step
+
+    cfg = replace(tiny(12), optim={"weight_decay": 0.01})
+    looped = train(cfg, tmp_path / "run", **QUIET)
+    rng = np.random.default_rng(cfg.train.seed)
+    params = init_params(rng, cfg.model.n_units, cfg.model.hidden, cfg.model.n_layers)
+    opt, plateau = adamw_init(params), plateau_init(cfg.optim.lr)
+    for step in range(1, 13):
+        params, opt, plateau, _ = train_step(params, opt, plateau, rng, cfg, step)
+    assert params_equal(looped, params)
