@@ -128,7 +128,8 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
         train(changed, out, resume=out / "checkpoints/latest.npz", **QUIET)
 
 
-def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path, monkeypatch):
+def _poison_call(monkeypatch, n, spoil):
+    """Make the n-th call of train.loss_and_grad return spoil(values, grads)'s changes."""
     import sicref.train as tr
 
     real = tr.loss_and_grad
@@ -137,11 +138,18 @@ def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path, monk
     def poisoned(params, batch, cfg):
         calls["n"] += 1
         values, grads = real(params, batch, cfg)
-        if calls["n"] == 13:
-            values["separation"] = values["total"] = float("nan")
+        if calls["n"] == n:
+            spoil(values, grads)
         return values, grads
 
     monkeypatch.setattr(tr, "loss_and_grad", poisoned)
+
+
+def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path, monkeypatch):
+    def nan_loss(values, grads):
+        values["separation"] = values["total"] = float("nan")
+
+    _poison_call(monkeypatch, 13, nan_loss)
     out = tmp_path / "run"
     with pytest.raises(TrainingError) as err:
         train(tiny(20), out, **QUIET)
@@ -423,20 +431,11 @@ def test_a_resume_under_other_blas_thread_settings_says_so(tmp_path, monkeypatch
 
 
 def test_non_finite_gradient_with_a_finite_loss_stops_training(tmp_path, monkeypatch):
-    import sicref.train as tr
+    def inf_gradient(values, grads):
+        grads["mlp/W1"] = grads["mlp/W1"].copy()
+        grads["mlp/W1"][0, 0] = np.inf
 
-    real = tr.loss_and_grad
-    calls = {"n": 0}
-
-    def poisoned(params, batch, cfg):
-        calls["n"] += 1
-        values, grads = real(params, batch, cfg)
-        if calls["n"] == 7:
-            grads["mlp/W1"] = grads["mlp/W1"].copy()
-            grads["mlp/W1"][0, 0] = np.inf
-        return values, grads
-
-    monkeypatch.setattr(tr, "loss_and_grad", poisoned)
+    _poison_call(monkeypatch, 7, inf_gradient)
     with pytest.raises(TrainingError) as err:
         train(tiny(20), tmp_path / "run", **QUIET)
     assert "step 7" in str(err.value) and "grad[mlp/W1]" in str(err.value)
