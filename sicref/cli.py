@@ -59,9 +59,11 @@ def reexec_for_threads(args, argv):
     """Apply --threads. BLAS reads its thread count when NumPy is first imported, which
     has happened by now, so when the environment does not already say `threads` the
     command runs again in a fresh process whose environment does (os.execve: this
-    process is replaced and the call does not return). Returns without doing anything
-    when --threads is absent or already in force."""
-    from .train import THREAD_VARS, thread_env
+    process is replaced and the call does not return). The new process also gets
+    sicref.train.MALLOC_ENV where the environment does not set those names, as the
+    main job's training subprocesses do (sicref.train.child_env). Returns without doing
+    anything when --threads is absent or already in force."""
+    from .train import THREAD_VARS, child_env
 
     threads = getattr(args, "process_threads", None)  # not `sweep --threads` (per run)
     if threads is None:
@@ -73,7 +75,7 @@ def reexec_for_threads(args, argv):
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-m", "sicref", *argv],
-              thread_env(os.environ, threads))
+              child_env(threads))
 
 
 def cmd_train(args):

@@ -455,3 +455,30 @@ def test_the_loops_in_place_steps_equal_pure_train_steps(tmp_path):
     for step in range(1, 13):
         params, opt, plateau, _ = train_step(params, opt, plateau, rng, cfg, step)
     assert params_equal(looped, params)
+
+
+def test_threads_reexecution_keeps_freed_memory_too(monkeypatch):
+    """`sicref train --threads N` re-executes itself with N BLAS threads and with
+    MALLOC_ENV where the caller's environment does not set those names."""
+    import sicref.cli as cli
+    from sicref.train import MALLOC_ENV, THREAD_VARS
+
+    seen = {}
+
+    def fake_execve(path, argv, env):
+        seen.update(argv=argv, env=env)
+        raise SystemExit(0)
+
+    for name in THREAD_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("MALLOC_TOP_PAD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
+    monkeypatch.setattr(cli.os, "execve", fake_execve)
+    argv = ["train", "--preset", "tiny", "--out", "x", "--threads", "1"]
+    with pytest.raises(SystemExit):
+        cli.reexec_for_threads(cli.build_parser().parse_args(argv), argv)
+    assert seen["argv"][-len(argv):] == argv
+    assert all(seen["env"][name] == "1" for name in THREAD_VARS)
+    assert seen["env"]["MALLOC_TOP_PAD_"] == MALLOC_ENV["MALLOC_TOP_PAD_"]
+    assert seen["env"]["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
+    assert seen["env"]["MALLOC_TRIM_THRESHOLD_"] == "12345"
