@@ -253,7 +253,8 @@ def test_train_command_starts_continues_or_restarts_a_run_dir(tmp_path):
 def test_train_command_keeps_freed_memory_unless_the_caller_says_otherwise(monkeypatch):
     from sicref.train import MALLOC_ENV, train_command
 
-    monkeypatch.delenv("MALLOC_TOP_PAD_", raising=False)
+    for name in ("MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
     _, env = train_command("c.json", "run")
     assert env["MALLOC_TOP_PAD_"] == MALLOC_ENV["MALLOC_TOP_PAD_"]
@@ -469,9 +470,8 @@ def test_threads_reexecution_keeps_freed_memory_too(monkeypatch):
         seen.update(argv=argv, env=env)
         raise SystemExit(0)
 
-    for name in THREAD_VARS:
+    for name in (*THREAD_VARS, "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("MALLOC_TOP_PAD_", raising=False)
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
     monkeypatch.setattr(cli.os, "execve", fake_execve)
     argv = ["train", "--preset", "tiny", "--out", "x", "--threads", "1"]
